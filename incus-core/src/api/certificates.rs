@@ -1,0 +1,1 @@
+//! Trust: certificates and tokens (used by incus-trust).

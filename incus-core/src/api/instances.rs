@@ -1,0 +1,156 @@
+//! Instances: list, get (with ETag), PATCH, PUT, state changes, delete.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::nullable;
+use crate::client::{Client, Request, WaitOptions, escape};
+use crate::error::Result;
+
+/// A device: its type and options, all strings.
+pub type Device = BTreeMap<String, String>;
+
+/// An instance as `GET /1.0/instances?recursion=1` describes it.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+pub struct Instance {
+    pub name: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub config: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub devices: BTreeMap<String, Device>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub expanded_devices: BTreeMap<String, Device>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub profiles: Vec<String>,
+    #[serde(default)]
+    pub ephemeral: bool,
+    #[serde(default)]
+    pub stateful: bool,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub project: String,
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl Instance {
+    /// True when the instance runs (or is frozen: its processes exist).
+    pub fn is_running(&self) -> bool {
+        matches!(self.status.as_str(), "Running" | "Frozen")
+    }
+
+    /// The writable fields, as `PUT /1.0/instances/NAME` takes them.
+    pub fn writable(&self) -> Value {
+        json!({
+            "architecture": self.architecture,
+            "config": self.config,
+            "devices": self.devices,
+            "profiles": self.profiles,
+            "ephemeral": self.ephemeral,
+            "stateful": self.stateful,
+            "description": self.description,
+        })
+    }
+
+    /// The storage pool of the root disk (`path: /`), from the expanded devices.
+    pub fn root_pool(&self) -> Option<&str> {
+        root_disk(&self.expanded_devices).and_then(|(_, d)| d.get("pool").map(String::as_str))
+    }
+}
+
+/// The disk device mounted at `/`, if any.
+pub fn root_disk(devices: &BTreeMap<String, Device>) -> Option<(&String, &Device)> {
+    devices.iter().find(|(_, d)| {
+        d.get("type").map(String::as_str) == Some("disk")
+            && d.get("path").map(String::as_str) == Some("/")
+    })
+}
+
+/// Every instance of the client's project, or of all projects.
+pub fn list(client: &Client, all_projects: bool) -> Result<Vec<Instance>> {
+    let mut request = Request::get("/instances").query("recursion", "1");
+    if all_projects {
+        request = request.all_projects();
+    }
+    let mut instances: Vec<Instance> = client.fetch(&request)?.0;
+    for instance in &mut instances {
+        if instance.project.is_empty() {
+            instance.project = client.project().to_string();
+        }
+    }
+    Ok(instances)
+}
+
+/// One instance and its ETag.
+pub fn get(client: &Client, name: &str) -> Result<(Instance, Option<String>)> {
+    let (mut instance, etag): (Instance, _) =
+        client.get_with_etag(&format!("/instances/{}", escape(name)))?;
+    if instance.project.is_empty() {
+        instance.project = client.project().to_string();
+    }
+    Ok((instance, etag))
+}
+
+/// Merges config keys (`""` deletes a key). Synchronous.
+pub fn patch_config(
+    client: &Client,
+    name: &str,
+    config: &BTreeMap<String, String>,
+    etag: Option<String>,
+) -> Result<()> {
+    client.execute(
+        &Request::patch(
+            format!("/instances/{}", escape(name)),
+            json!({ "config": config }),
+        )
+        .if_match(etag),
+        &WaitOptions::plain(),
+    )?;
+    Ok(())
+}
+
+/// Replaces the writable fields (`PUT`), optionally guarded by an ETag.
+pub fn put(client: &Client, name: &str, body: Value, etag: Option<String>) -> Result<()> {
+    client.execute(
+        &Request::put(format!("/instances/{}", escape(name)), body).if_match(etag),
+        &WaitOptions::plain(),
+    )?;
+    Ok(())
+}
+
+/// Starts or stops an instance. `timeout` in seconds for stop (-1: the server's default).
+pub fn change_state(
+    client: &Client,
+    name: &str,
+    action: &str,
+    timeout: i64,
+    force: bool,
+) -> Result<()> {
+    client.execute(
+        &Request::put(
+            format!("/instances/{}/state", escape(name)),
+            json!({ "action": action, "timeout": timeout, "force": force, "stateful": false }),
+        ),
+        &WaitOptions::plain(),
+    )?;
+    Ok(())
+}
+
+/// Deletes a (stopped) instance and its snapshots.
+pub fn delete(client: &Client, name: &str) -> Result<()> {
+    client.execute(
+        &Request::delete(format!("/instances/{}", escape(name))),
+        &WaitOptions::plain(),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Migration between two servers: pull, push and relay.

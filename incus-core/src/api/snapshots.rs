@@ -1,0 +1,83 @@
+//! Snapshots: list, create, delete, update expiry, restore.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::optional_time;
+use crate::client::{Client, Operation, Request, WaitOptions, escape};
+use crate::error::Result;
+
+/// "No expiry" as Incus writes it.
+pub const NO_EXPIRY: &str = "0001-01-01T00:00:00Z";
+
+/// A snapshot as `GET /1.0/instances/NAME/snapshots?recursion=1` describes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Snapshot {
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, deserialize_with = "optional_time")]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub stateful: bool,
+}
+
+fn path(instance: &str) -> String {
+    format!("/instances/{}/snapshots", escape(instance))
+}
+
+/// Every snapshot of an instance, oldest first (by creation time, then name).
+pub fn list(client: &Client, instance: &str) -> Result<Vec<Snapshot>> {
+    let mut snapshots: Vec<Snapshot> = client
+        .fetch(&Request::get(path(instance)).query("recursion", "1"))?
+        .0;
+    snapshots.sort_by(|a, b| {
+        a.created_at
+            .cmp(&b.created_at)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    Ok(snapshots)
+}
+
+/// Takes a snapshot and waits for it. `expires_at: None` means no expiry.
+pub fn create(
+    client: &Client,
+    instance: &str,
+    name: &str,
+    stateful: bool,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<Option<Operation>> {
+    let expires = match expires_at {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        None => NO_EXPIRY.to_string(),
+    };
+    client.execute(
+        &Request::post(
+            path(instance),
+            json!({ "name": name, "stateful": stateful, "expires_at": expires }),
+        ),
+        &WaitOptions::plain(),
+    )
+}
+
+/// Reads one snapshot.
+pub fn get(client: &Client, instance: &str, name: &str) -> Result<Snapshot> {
+    client.get(&format!("{}/{}", path(instance), escape(name)))
+}
+
+/// Deletes a snapshot and waits for it.
+pub fn delete(client: &Client, instance: &str, name: &str) -> Result<()> {
+    client.execute(
+        &Request::delete(format!("{}/{}", path(instance), escape(name))),
+        &WaitOptions::plain(),
+    )?;
+    Ok(())
+}
+
+/// Restores the instance's root filesystem (and configuration) to a snapshot.
+pub fn restore(client: &Client, instance: &str, name: &str) -> Result<()> {
+    let (current, etag) = super::instances::get(client, instance)?;
+    let mut body = current.writable();
+    body["restore"] = json!(name);
+    super::instances::put(client, instance, body, etag)
+}

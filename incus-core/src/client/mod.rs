@@ -1,0 +1,457 @@
+//! The transport: plain HTTP over the local unix socket, or HTTPS with the CLI's client
+//! certificate and a pinned server certificate. Requests are plain values ([`Request`]) so
+//! that what is sent can be inspected without a server.
+
+mod operation;
+pub mod tls;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::Method;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use operation::{Operation, WaitOptions};
+
+use crate::api::server::ServerInfo;
+use crate::error::{Error, Result};
+use crate::remote::{Endpoint, Remotes};
+
+/// A request to the Incus API, built without I/O.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub method: Method,
+    /// Path from `/1.0`, segments already escaped (see [`escape`]).
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub body: Option<Value>,
+    pub if_match: Option<String>,
+    /// `None`: the client's project; `Some(p)`: that project.
+    pub project: Option<String>,
+    pub all_projects: bool,
+}
+
+impl Request {
+    pub fn new(method: Method, path: impl Into<String>) -> Self {
+        Request {
+            method,
+            path: path.into(),
+            query: Vec::new(),
+            body: None,
+            if_match: None,
+            project: None,
+            all_projects: false,
+        }
+    }
+    pub fn get(path: impl Into<String>) -> Self {
+        Self::new(Method::GET, path)
+    }
+    pub fn delete(path: impl Into<String>) -> Self {
+        Self::new(Method::DELETE, path)
+    }
+    pub fn post(path: impl Into<String>, body: Value) -> Self {
+        Self::new(Method::POST, path).body(body)
+    }
+    pub fn put(path: impl Into<String>, body: Value) -> Self {
+        Self::new(Method::PUT, path).body(body)
+    }
+    pub fn patch(path: impl Into<String>, body: Value) -> Self {
+        Self::new(Method::PATCH, path).body(body)
+    }
+    pub fn body(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+    pub fn query(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.query.push((key.to_string(), value.into()));
+        self
+    }
+    pub fn if_match(mut self, etag: Option<String>) -> Self {
+        self.if_match = etag;
+        self
+    }
+    pub fn all_projects(mut self) -> Self {
+        self.all_projects = true;
+        self
+    }
+    /// Targets another project than the client's; operations and server-wide paths ignore it.
+    pub fn project(mut self, project: Option<&str>) -> Self {
+        self.project = project.map(str::to_string);
+        self
+    }
+}
+
+/// Percent-escapes one path segment (instance, snapshot, profile names).
+pub fn escape(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// What Incus answered.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A synchronous answer: its metadata and the ETag header, if any.
+    Sync {
+        metadata: Value,
+        etag: Option<String>,
+    },
+    /// A background operation was started.
+    Async(Operation),
+}
+
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    error_code: u16,
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    metadata: Value,
+}
+
+#[derive(Clone)]
+enum Transport {
+    Unix,
+    Https {
+        tls: Arc<rustls::ClientConfig>,
+        pinned: String,
+        pinned_path: String,
+        refused: Arc<Mutex<Option<String>>>,
+    },
+}
+
+/// A connection to one remote, in one project. Cheap to clone; safe to share across threads.
+#[derive(Clone)]
+pub struct Client {
+    remote: String,
+    project: String,
+    base: String,
+    endpoint: Endpoint,
+    http: reqwest::blocking::Client,
+    transport: Transport,
+    server: Arc<Mutex<Option<Arc<ServerInfo>>>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("remote", &self.remote)
+            .field("project", &self.project)
+            .field("base", &self.base)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects (lazily: nothing is sent yet) to a remote of the CLI configuration, in the
+    /// remote's configured project.
+    pub fn connect(remotes: &Remotes, remote: &str) -> Result<Self> {
+        let endpoint = remotes.endpoint(remote)?;
+        let builder = reqwest::blocking::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .pool_idle_timeout(Duration::from_secs(30));
+        let (http, base, transport) = match &endpoint {
+            Endpoint::Unix(path) => (
+                builder.unix_socket(path.clone()).build(),
+                "http://unix.socket".to_string(),
+                Transport::Unix,
+            ),
+            Endpoint::Https {
+                url,
+                client_cert,
+                client_key,
+                server_cert,
+            } => {
+                let server_cert = server_cert.clone().ok_or_else(|| {
+                    Error::Config(format!(
+                        "no pinned certificate for remote \"{remote}\" ({} is missing); re-add it with `incus remote add` or `incus-trust add`",
+                        remotes.server_cert_target(remote).display()
+                    ))
+                })?;
+                let pinned = tls::pinned_tls(remote, client_cert, client_key, &server_cert)?;
+                let http = builder
+                    .tls_backend_preconfigured((*pinned.config).clone())
+                    .build();
+                (
+                    http,
+                    url.clone(),
+                    Transport::Https {
+                        tls: pinned.config,
+                        pinned: pinned.pinned,
+                        pinned_path: server_cert.display().to_string(),
+                        refused: pinned.refused,
+                    },
+                )
+            }
+        };
+        let http = http.map_err(|e| Error::Config(format!("HTTP client setup: {e}")))?;
+        Ok(Client {
+            remote: remote.to_string(),
+            project: remotes.project(remote),
+            base,
+            endpoint,
+            http,
+            transport,
+            server: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// The remote's name, as in `config.yml`.
+    pub fn remote(&self) -> &str {
+        &self.remote
+    }
+
+    /// The project requests go to by default.
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// The same connection, working in another project.
+    pub fn in_project(&self, project: &str) -> Client {
+        let mut client = self.clone();
+        client.project = project.to_string();
+        client
+    }
+
+    /// True when this is the local unix socket.
+    pub fn is_unix(&self) -> bool {
+        matches!(self.transport, Transport::Unix)
+    }
+
+    /// The HTTPS URL of the remote, when it is one.
+    pub fn url(&self) -> Option<&str> {
+        match self.endpoint {
+            Endpoint::Https { ref url, .. } => Some(url),
+            Endpoint::Unix(_) => None,
+        }
+    }
+
+    /// The unix socket path, when it is one.
+    pub fn socket_path(&self) -> Option<&std::path::Path> {
+        match self.endpoint {
+            Endpoint::Unix(ref p) => Some(p),
+            Endpoint::Https { .. } => None,
+        }
+    }
+
+    /// The TLS configuration (for websockets), when this is HTTPS.
+    pub fn tls_config(&self) -> Option<Arc<rustls::ClientConfig>> {
+        match &self.transport {
+            Transport::Https { tls, .. } => Some(tls.clone()),
+            Transport::Unix => None,
+        }
+    }
+
+    /// `GET /1.0`, cached for the life of the client.
+    pub fn server(&self) -> Result<Arc<ServerInfo>> {
+        if let Ok(cached) = self.server.lock()
+            && let Some(info) = cached.as_ref()
+        {
+            return Ok(info.clone());
+        }
+        let info: Arc<ServerInfo> = Arc::new(self.get("")?);
+        if let Ok(mut cached) = self.server.lock() {
+            *cached = Some(info.clone());
+        }
+        Ok(info)
+    }
+
+    /// The server certificate to give a peer daemon in a migration: the pinned PEM for HTTPS
+    /// remotes, the daemon's own for the local socket.
+    pub fn certificate_pem(&self) -> Result<String> {
+        if let Endpoint::Https {
+            server_cert: Some(path),
+            ..
+        } = &self.endpoint
+        {
+            return std::fs::read_to_string(path)
+                .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())));
+        }
+        Ok(self.server()?.environment.certificate.clone())
+    }
+
+    /// The URLs a peer daemon may dial: this connection's own HTTPS URL, then the server's
+    /// `environment.addresses` (as the Go client's `GetConnectionInfo`).
+    pub fn network_urls(&self) -> Result<Vec<String>> {
+        let mut urls: Vec<String> = self.url().map(str::to_string).into_iter().collect();
+        for addr in &self.server()?.environment.addresses {
+            if addr.starts_with(':') {
+                continue;
+            }
+            let url = format!("https://{addr}");
+            if !urls.contains(&url) {
+                urls.push(url);
+            }
+        }
+        Ok(urls)
+    }
+
+    /// The full URL of a request, with the project rule of the CLI: `?project=` only when it is
+    /// not `default`.
+    pub fn url_of(&self, request: &Request) -> String {
+        let mut url = format!("{}/1.0{}", self.base, request.path);
+        let mut query: Vec<(String, String)> = request.query.clone();
+        let project = request.project.as_deref().unwrap_or(&self.project);
+        if request.all_projects {
+            query.push(("all-projects".into(), "true".into()));
+        } else if project != "default" && !request.path.starts_with("/operations") {
+            query.push(("project".into(), project.to_string()));
+        }
+        for (i, (k, v)) in query.iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(&escape(k));
+            url.push('=');
+            url.push_str(&escape(v));
+        }
+        url
+    }
+
+    /// Sends a request and returns Incus's reply; error envelopes become [`Error::Api`].
+    pub fn send(&self, request: &Request) -> Result<Reply> {
+        let url = self.url_of(request);
+        let mut builder = self.http.request(request.method.clone(), &url);
+        if let Some(body) = &request.body {
+            builder = builder
+                .header("Content-Type", "application/json")
+                .body(body.to_string());
+        }
+        if let Some(etag) = &request.if_match {
+            builder = builder.header("If-Match", etag);
+        }
+        let response = builder.send().map_err(|e| self.transport_error(e))?;
+        let status = response.status().as_u16();
+        let etag = response
+            .headers()
+            .get("ETag")
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.to_string());
+        let text = response.text().map_err(|e| self.transport_error(e))?;
+        let envelope: Envelope = serde_json::from_str(&text).map_err(|e| {
+            Error::protocol(
+                &self.remote,
+                format!(
+                    "{} {}: HTTP {status}, body is not an Incus reply ({e})",
+                    request.method, request.path
+                ),
+            )
+        })?;
+        match envelope.kind.as_str() {
+            "sync" => Ok(Reply::Sync {
+                metadata: envelope.metadata,
+                etag,
+            }),
+            "async" => {
+                let op: Operation = serde_json::from_value(envelope.metadata).map_err(|e| {
+                    Error::protocol(&self.remote, format!("operation metadata: {e}"))
+                })?;
+                Ok(Reply::Async(op))
+            }
+            _ => Err(Error::Api {
+                remote: self.remote.clone(),
+                status: if envelope.error_code != 0 {
+                    envelope.error_code
+                } else {
+                    status
+                },
+                message: if envelope.error.is_empty() {
+                    format!("HTTP {status}")
+                } else {
+                    envelope.error
+                },
+            }),
+        }
+    }
+
+    /// GET and decode the metadata.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        Ok(self.get_with_etag(path)?.0)
+    }
+
+    /// GET and decode the metadata, with the ETag for a later `If-Match`.
+    pub fn get_with_etag<T: DeserializeOwned>(&self, path: &str) -> Result<(T, Option<String>)> {
+        self.fetch(&Request::get(path))
+    }
+
+    /// Sends a request that must answer synchronously and decodes its metadata.
+    pub fn fetch<T: DeserializeOwned>(&self, request: &Request) -> Result<(T, Option<String>)> {
+        match self.send(request)? {
+            Reply::Sync { metadata, etag } => {
+                let value = serde_json::from_value(metadata)
+                    .map_err(|e| Error::protocol(&self.remote, format!("{}: {e}", request.path)))?;
+                Ok((value, etag))
+            }
+            Reply::Async(op) => Err(Error::protocol(
+                &self.remote,
+                format!("{}: unexpected operation {}", request.path, op.id),
+            )),
+        }
+    }
+
+    /// Sends a request and, if Incus starts an operation, waits for it to finish.
+    pub fn execute(&self, request: &Request, wait: &WaitOptions) -> Result<Option<Operation>> {
+        match self.send(request)? {
+            Reply::Sync { .. } => Ok(None),
+            Reply::Async(op) => self.wait(&op, wait).map(Some),
+        }
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> Error {
+        if let Transport::Https {
+            pinned,
+            pinned_path,
+            refused,
+            ..
+        } = &self.transport
+            && let Ok(mut refused) = refused.lock()
+            && let Some(presented) = refused.take()
+        {
+            return Error::CertificateMismatch {
+                remote: self.remote.clone(),
+                presented,
+                pinned: pinned.clone(),
+                pinned_path: pinned_path.clone(),
+            };
+        }
+        let addr = match &self.endpoint {
+            Endpoint::Unix(path) => path.display().to_string(),
+            Endpoint::Https { url, .. } => url.clone(),
+        };
+        let mut reason = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(inner) = source {
+            reason = inner.to_string();
+            source = inner.source();
+        }
+        if e.is_timeout() {
+            reason = format!("no answer in time ({reason})");
+        }
+        Error::Unreachable {
+            remote: self.remote.clone(),
+            addr,
+            reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_escaped() {
+        assert_eq!(escape("web-1"), "web-1");
+        assert_eq!(escape("a b/c%"), "a%20b%2Fc%25");
+    }
+}

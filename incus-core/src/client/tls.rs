@@ -1,0 +1,154 @@
+//! TLS for remotes: TLS 1.3, the CLI's client certificate, and a strict pin on the server
+//! certificate (SHA-256 of its DER, whatever the host name).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls13_signature};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Lowercase hex SHA-256 of a certificate's DER bytes: Incus's certificate fingerprint.
+pub fn fingerprint(der: &[u8]) -> String {
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The first certificate of a PEM text, as DER.
+pub fn pem_to_der(pem: &[u8]) -> Option<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(pem).next()?.ok()
+}
+
+/// Fingerprint of the first certificate in a PEM text.
+pub fn pem_fingerprint(pem: &[u8]) -> Option<String> {
+    pem_to_der(pem).map(|der| fingerprint(&der))
+}
+
+/// Accepts exactly one certificate; records what a refused server presented.
+#[derive(Debug)]
+pub struct PinnedVerifier {
+    pinned: String,
+    provider: Arc<CryptoProvider>,
+    /// Fingerprint of a certificate that was refused, for the error message.
+    pub refused: Arc<Mutex<Option<String>>>,
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let presented = fingerprint(end_entity);
+        if presented == self.pinned {
+            return Ok(ServerCertVerified::assertion());
+        }
+        if let Ok(mut refused) = self.refused.lock() {
+            *refused = Some(presented);
+        }
+        Err(rustls::Error::General(
+            "server certificate differs from the pinned one".into(),
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not accepted".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A TLS configuration for one remote, plus the slot where a refused fingerprint lands.
+pub struct PinnedTls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub pinned: String,
+    pub refused: Arc<Mutex<Option<String>>>,
+}
+
+/// Builds the TLS configuration for a remote from the CLI's files.
+pub fn pinned_tls(
+    remote: &str,
+    client_cert: &Path,
+    client_key: &Path,
+    server_cert: &Path,
+) -> Result<PinnedTls> {
+    let read = |path: &Path| {
+        std::fs::read(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))
+    };
+    let server_pem = read(server_cert)?;
+    let pinned = pem_fingerprint(&server_pem).ok_or_else(|| {
+        Error::Config(format!(
+            "{} holds no PEM certificate; re-add remote \"{remote}\"",
+            server_cert.display()
+        ))
+    })?;
+    let cert_pem = read(client_cert)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::Config(format!("{}: {e}", client_cert.display())))?;
+    if certs.is_empty() {
+        return Err(Error::Config(format!(
+            "{} holds no certificate",
+            client_cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read(client_key)?).map_err(|e| {
+        Error::Config(format!(
+            "{}: not a usable private key ({e}); encrypted keys are not supported",
+            client_key.display()
+        ))
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let refused = Arc::new(Mutex::new(None));
+    let verifier = PinnedVerifier {
+        pinned: pinned.clone(),
+        provider: provider.clone(),
+        refused: refused.clone(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| Error::Config(format!("TLS setup: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| Error::Config(format!("{}: {e}", client_key.display())))?;
+    Ok(PinnedTls {
+        config: Arc::new(config),
+        pinned,
+        refused,
+    })
+}

@@ -1,0 +1,29 @@
+//! The one library of the incus-standby tools: the only crate that speaks HTTP to Incus.
+//!
+//! - [`remote`]: the `incus` CLI's configuration (`$INCUS_CONF`), remotes, certificates, the
+//!   local socket.
+//! - [`client`]: the transport (unix socket or HTTPS with a pinned server certificate) and the
+//!   operation model.
+//! - [`api`]: one module per Incus resource.
+//! - [`record`]: the newline-delimited JSON stream the tools exchange.
+//! - [`cli`], [`select`], [`parallel`]: what every binary shares.
+//! - [`pattern`], [`duration`], [`cron`]: pure parsing of Incus's own syntaxes.
+
+pub mod address;
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod cron;
+pub mod duration;
+pub mod error;
+pub mod interrupt;
+pub mod parallel;
+pub mod pattern;
+pub mod record;
+pub mod relay;
+pub mod remote;
+pub mod select;
+
+pub use address::{InstanceAddress, RemoteName};
+pub use client::Client;
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! Relay mode: splice the migration websockets of two servers through this process.

@@ -1,0 +1,305 @@
+//! Choosing instances, the same way in every tool: `[REMOTE:]INSTANCE`, `REMOTE:`, `--all`,
+//! and every instance named by a stdin record, in that order, without duplicates; then
+//! `--exclude` and `--running`/`--stopped`. One list call per remote and project.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+
+use anyhow::Result;
+
+use crate::address::Target;
+use crate::api::instances::{self, Instance};
+use crate::cli::usage;
+use crate::client::Client;
+use crate::record::{InputRecord, InstanceRef, Output, read_stdin};
+use crate::remote::Remotes;
+
+/// The target flags every tool has.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TargetArgs {
+    /// Instances to work on: [REMOTE:]INSTANCE, or REMOTE: for every instance on that remote
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// Every instance on the default remote
+    #[arg(long)]
+    pub all: bool,
+    /// Project to work in (default: the remote's project in the incus configuration)
+    #[arg(long, value_name = "PROJECT")]
+    pub project: Option<String>,
+    /// With REMOTE: or --all, instances of every project
+    #[arg(long, conflicts_with = "project")]
+    pub all_projects: bool,
+    /// Leave out instances whose name matches this glob (repeatable)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Only instances that are running
+    #[arg(long, conflicts_with = "stopped")]
+    pub running: bool,
+    /// Only instances that are stopped
+    #[arg(long)]
+    pub stopped: bool,
+}
+
+/// Clients per remote and project, made once.
+pub struct Connections {
+    remotes: Remotes,
+    cache: Mutex<BTreeMap<(String, String), Client>>,
+}
+
+impl Connections {
+    /// Reads the CLI configuration.
+    pub fn load() -> crate::Result<Self> {
+        Ok(Self::new(Remotes::load()?))
+    }
+
+    pub fn new(remotes: Remotes) -> Self {
+        Connections {
+            remotes,
+            cache: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn remotes(&self) -> &Remotes {
+        &self.remotes
+    }
+
+    /// A client for `remote` in `project` (the remote's own project when `None`).
+    pub fn client(&self, remote: &str, project: Option<&str>) -> crate::Result<Client> {
+        let project = project
+            .map(str::to_string)
+            .unwrap_or_else(|| self.remotes.project(remote));
+        let key = (remote.to_string(), project.clone());
+        if let Ok(cache) = self.cache.lock()
+            && let Some(client) = cache.get(&key)
+        {
+            return Ok(client.clone());
+        }
+        let base = match self.cache.lock().ok().and_then(|cache| {
+            cache
+                .iter()
+                .find(|((r, _), _)| r == remote)
+                .map(|(_, c)| c.clone())
+        }) {
+            Some(existing) => existing,
+            None => Client::connect(&self.remotes, remote)?,
+        };
+        let client = base.in_project(&project);
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(key, client.clone());
+        }
+        Ok(client)
+    }
+}
+
+/// One chosen instance.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    pub of: InstanceRef,
+    pub client: Client,
+    pub instance: Instance,
+}
+
+/// What a tool works on: the input records (already forwarded) and the instances chosen.
+pub struct Selection {
+    pub input: Vec<InputRecord>,
+    pub instances: Vec<Selected>,
+    pub connections: Connections,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Want {
+    Instance {
+        remote: String,
+        project: Option<String>,
+        name: String,
+    },
+    Remote(String),
+}
+
+/// Checks the flags (usage errors before anything else), reads and forwards stdin, then
+/// resolves the targets. Instances that cannot be found or reached are reported through
+/// `output` and left out.
+pub fn gather(args: &TargetArgs, output: &Output) -> Result<Selection> {
+    let excludes = args
+        .exclude
+        .iter()
+        .map(|g| glob::Pattern::new(g).map_err(|e| usage(format!("--exclude \"{g}\": {e}"))))
+        .collect::<Result<Vec<_>>>()?;
+    let connections = Connections::load().map_err(|e| usage(e.to_string()))?;
+    let default_remote = connections.remotes().default_remote().to_string();
+    let mut wants = Vec::new();
+    for text in &args.targets {
+        match Target::parse(text).map_err(usage)? {
+            Target::Remote(remote) => wants.push(Want::Remote(remote)),
+            Target::Instance(address) => {
+                if address.snapshot.is_some() {
+                    return Err(usage(format!(
+                        "\"{text}\" names a snapshot; name the instance (without /SNAPSHOT)"
+                    )));
+                }
+                wants.push(Want::Instance {
+                    remote: address.remote.unwrap_or_else(|| default_remote.clone()),
+                    project: args.project.clone(),
+                    name: address.instance,
+                });
+            }
+        }
+    }
+    for want in &wants {
+        let remote = match want {
+            Want::Remote(r) => r,
+            Want::Instance { remote, .. } => remote,
+        };
+        connections
+            .remotes()
+            .get(remote)
+            .map_err(|e| usage(e.to_string()))?;
+    }
+    if args.all {
+        wants.push(Want::Remote(default_remote.clone()));
+    }
+    let piped = stdin_has_data_source();
+    if wants.is_empty() && !piped {
+        return Err(usage(
+            "no instances named: give [REMOTE:]INSTANCE, REMOTE:, --all, or pipe records from another incus tool",
+        ));
+    }
+    let input = if piped {
+        read_stdin(output).map_err(|e| anyhow::anyhow!("reading stdin: {e}"))?
+    } else {
+        Vec::new()
+    };
+    for record in &input {
+        if let Some((remote, project, name)) = record.instance() {
+            wants.push(Want::Instance {
+                remote,
+                project,
+                name,
+            });
+        }
+    }
+    let mut lists: BTreeMap<(String, String), std::result::Result<Vec<Instance>, String>> =
+        BTreeMap::new();
+    let mut seen = HashSet::new();
+    let mut chosen = Vec::new();
+    let mut push = |selected: Selected, chosen: &mut Vec<Selected>| {
+        let name = &selected.of.instance;
+        if excludes.iter().any(|g| g.matches(name))
+            || (args.running && !selected.instance.is_running())
+            || (args.stopped && selected.instance.is_running())
+        {
+            return;
+        }
+        if seen.insert(selected.of.clone()) {
+            chosen.push(selected);
+        }
+    };
+    for want in wants {
+        match want {
+            Want::Remote(remote) => {
+                let client = match connections.client(&remote, args.project.as_deref()) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        output.error(None, &format!("{remote}: {e}"));
+                        continue;
+                    }
+                };
+                match instances::list(&client, args.all_projects) {
+                    Ok(list) => {
+                        for instance in list {
+                            let client = client.in_project(&instance.project);
+                            let of = InstanceRef {
+                                remote: remote.clone(),
+                                project: instance.project.clone(),
+                                instance: instance.name.clone(),
+                            };
+                            push(
+                                Selected {
+                                    of,
+                                    client,
+                                    instance,
+                                },
+                                &mut chosen,
+                            );
+                        }
+                    }
+                    Err(e) => output.error(None, &format!("listing instances: {e}")),
+                }
+            }
+            Want::Instance {
+                remote,
+                project,
+                name,
+            } => {
+                let client = match connections.client(&remote, project.as_deref()) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let of = InstanceRef {
+                            remote: remote.clone(),
+                            project: project.unwrap_or_else(|| "default".into()),
+                            instance: name,
+                        };
+                        output.error(Some(&of), &e.to_string());
+                        continue;
+                    }
+                };
+                let of = InstanceRef {
+                    remote: remote.clone(),
+                    project: client.project().to_string(),
+                    instance: name.clone(),
+                };
+                let key = (remote.clone(), client.project().to_string());
+                let list = lists
+                    .entry(key)
+                    .or_insert_with(|| instances::list(&client, false).map_err(|e| e.to_string()));
+                let list = match list {
+                    Ok(list) => list,
+                    Err(message) => {
+                        output.error(Some(&of), message);
+                        continue;
+                    }
+                };
+                match list.iter().find(|i| i.name == name) {
+                    Some(instance) => push(
+                        Selected {
+                            of,
+                            client: client.clone(),
+                            instance: instance.clone(),
+                        },
+                        &mut chosen,
+                    ),
+                    None => output.error(
+                        Some(&of),
+                        &format!(
+                            "no instance \"{name}\" in project \"{}\" on remote \"{remote}\"; check the name with `incus list {remote}:`",
+                            client.project()
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+    Ok(Selection {
+        input,
+        instances: chosen,
+        connections,
+    })
+}
+
+/// True when stdin is a pipe, a file or a socket: something another program feeds. A
+/// terminal or `/dev/null` (a character device) is not.
+pub fn stdin_has_data_source() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let file = std::fs::File::from(fd);
+    match file.metadata() {
+        Ok(meta) => {
+            let kind = meta.file_type();
+            kind.is_fifo() || kind.is_file() || kind.is_socket()
+        }
+        Err(_) => false,
+    }
+}
