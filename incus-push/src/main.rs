@@ -1,16 +1,63 @@
-//! incus-push: not yet implemented beyond --help and --version.
+//! incus-push: replicate instances and their snapshots to a standby server, incrementally.
+
+mod lock;
+mod plan;
+mod replicate;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use incus_core::api::migration::Mode;
+use incus_core::cli::{self, OutputArgs};
+use incus_core::select::TargetArgs;
 
-/// Part of the incus-standby toolkit.
+/// Replicate instances and their snapshots to a standby server, incrementally.
+///
+/// Afterwards the standby holds, for each instance, a stopped replica with the same name and
+/// every snapshot the source has, restored to the newest snapshot, with boot.autostart=false
+/// and no snapshot schedule. Reads records from stdin (`incus-snap --all | incus-push --to
+/// standby`), forwards them, and adds one `push` record per instance.
 #[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {}
+#[command(version, about, long_about)]
+pub struct Args {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// The standby remote (as in `incus remote list`)
+    #[arg(long, value_name = "REMOTE")]
+    pub to: String,
+    /// Project on the standby (default: the source instance's project)
+    #[arg(long, value_name = "PROJECT")]
+    pub target_project: Option<String>,
+    /// Storage pool for the root disk of new replicas (default: the standby's profile decides)
+    #[arg(long, value_name = "POOL")]
+    pub storage: Option<String>,
+    /// Who connects to whom: pull (the standby connects to the source), push (the source
+    /// connects to the standby) or relay (this process relays; the servers need not see each
+    /// other)
+    #[arg(long, value_enum, default_value_t = Mode::Pull)]
+    pub mode: Mode,
+    /// Keep the replica's live-synced state instead of restoring it to the newest snapshot
+    #[arg(long)]
+    pub live: bool,
+    /// Copy profiles the standby lacks before transferring (as `incus profile copy`)
+    #[arg(long)]
+    pub sync_profiles: bool,
+    /// Take over an existing instance on the standby that incus-push did not create
+    #[arg(long)]
+    pub adopt: bool,
+    /// Show what would be sent; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How many instances to replicate at once
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 1)]
+    pub jobs: usize,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
 
 fn main() -> ExitCode {
-    let _args = Args::parse();
-    eprintln!("incus-push: not implemented yet");
-    ExitCode::from(2)
+    let args = Args::parse();
+    cli::run("incus-push", args.output.format, |output| {
+        replicate::run(&args, output)
+    })
 }

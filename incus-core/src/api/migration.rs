@@ -1,1 +1,355 @@
-//! Migration between two servers: pull, push and relay.
+//! Copying an instance with its snapshots from one server to another through the migration
+//! API, in the three modes of `incus copy --mode`: pull (the target dials the source), push
+//! (the source dials the target) and relay (this process splices both servers' websockets).
+//! See `../shared/docs/incus-api.md` §4 for the exchanges this reproduces.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use super::instances::{Device, Instance, root_disk};
+use crate::client::{Client, Operation, Reply, Request, WaitOptions, escape};
+use crate::error::{Error, Result};
+
+/// Who connects to whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// The target server connects to the source (the source must listen on the network).
+    Pull,
+    /// The source server connects to the target (the target must be reachable from it).
+    Push,
+    /// This process connects to both and relays the data (no server dials the other).
+    Relay,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Pull => "pull",
+            Mode::Push => "push",
+            Mode::Relay => "relay",
+        })
+    }
+}
+
+/// One copy or refresh of an instance (with all its snapshots) to another server.
+pub struct Transfer<'a> {
+    pub source: &'a Client,
+    pub instance: &'a Instance,
+    pub target: &'a Client,
+    pub target_name: &'a str,
+    /// Refresh an existing target: send only the missing snapshots and the delta.
+    pub refresh: bool,
+    /// Put the root disk of a new replica on this pool.
+    pub pool: Option<&'a str>,
+    /// Config keys to set on a new replica in the creating request (e.g. autostart off).
+    pub config_overrides: &'a BTreeMap<String, Option<String>>,
+}
+
+impl Transfer<'_> {
+    /// The config for the target request: the source's, without `volatile.*` keys other than
+    /// `volatile.base_image` (as the CLI sends), with the overrides applied.
+    pub fn target_config(&self) -> BTreeMap<String, String> {
+        let mut config: BTreeMap<String, String> = self
+            .instance
+            .config
+            .iter()
+            .filter(|(k, _)| !k.starts_with("volatile.") || k.as_str() == "volatile.base_image")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (key, value) in self.config_overrides {
+            match value {
+                Some(v) => config.insert(key.clone(), v.clone()),
+                None => config.remove(key),
+            };
+        }
+        config
+    }
+
+    /// The local devices for the target, with the root disk moved to `pool` when asked.
+    pub fn target_devices(&self) -> BTreeMap<String, Device> {
+        let mut devices = self.instance.devices.clone();
+        if let Some(pool) = self.pool {
+            let root = root_disk(&devices)
+                .map(|(name, device)| (name.clone(), device.clone()))
+                .or_else(|| {
+                    root_disk(&self.instance.expanded_devices)
+                        .map(|(name, device)| (name.clone(), device.clone()))
+                });
+            let (name, mut device) = root.unwrap_or_else(|| {
+                (
+                    "root".to_string(),
+                    BTreeMap::from([
+                        ("type".to_string(), "disk".to_string()),
+                        ("path".to_string(), "/".to_string()),
+                    ]),
+                )
+            });
+            device.insert("pool".into(), pool.to_string());
+            devices.insert(name, device);
+        }
+        devices
+    }
+
+    /// `POST /1.0/instances` on the target; `source` is the migration source object.
+    pub fn target_request(&self, source: Value) -> Value {
+        json!({
+            "name": self.target_name,
+            "architecture": self.instance.architecture,
+            "config": self.target_config(),
+            "devices": self.target_devices(),
+            "profiles": self.instance.profiles,
+            "ephemeral": false,
+            "stateful": false,
+            "description": self.instance.description,
+            "type": if self.instance.kind.is_empty() { "container" } else { &self.instance.kind },
+            "instance_type": "",
+            "start": false,
+            "source": source,
+        })
+    }
+
+    fn base_image(&self) -> Value {
+        self.instance
+            .config
+            .get("volatile.base_image")
+            .map(|s| json!(s))
+            .unwrap_or(Value::Null)
+    }
+
+    fn source_path(&self) -> String {
+        format!("/instances/{}", escape(&self.instance.name))
+    }
+
+    /// `POST /1.0/instances/NAME` on the source; stateless, never `instance_only` (with
+    /// refresh that deletes every snapshot of the target).
+    pub fn source_request(&self, target: Value) -> Value {
+        json!({
+            "name": "",
+            "migration": true,
+            "live": false,
+            "instance_only": false,
+            "target": target,
+            "pool": "",
+            "project": "",
+            "allow_inconsistent": false,
+            "Config": null,
+            "Devices": null,
+            "Profiles": null,
+        })
+    }
+
+    fn migration_source(&self, mode: Mode) -> Map<String, Value> {
+        let mut source = Map::new();
+        source.insert("type".into(), json!("migration"));
+        source.insert(
+            "mode".into(),
+            json!(if mode == Mode::Pull { "pull" } else { "push" }),
+        );
+        source.insert("base-image".into(), self.base_image());
+        source.insert("allow_inconsistent".into(), json!(false));
+        source.insert("certificate".into(), json!(""));
+        if self.refresh {
+            source.insert("refresh".into(), json!(true));
+        }
+        source
+    }
+
+    /// Runs the transfer and waits until the target has it all.
+    pub fn run(&self, mode: Mode, wait: &WaitOptions) -> Result<()> {
+        match mode {
+            Mode::Pull => self.pull(wait),
+            Mode::Push => self.push(wait),
+            Mode::Relay => self.relay(wait),
+        }
+    }
+
+    fn start_source(&self, target: Value) -> Result<Operation> {
+        match self.source.send(&Request::post(
+            self.source_path(),
+            self.source_request(target),
+        ))? {
+            Reply::Async(op) => Ok(op),
+            Reply::Sync { .. } => Err(Error::protocol(
+                self.source.remote(),
+                "the migration source answered without an operation",
+            )),
+        }
+    }
+
+    fn start_target(&self, source: Map<String, Value>) -> Result<Operation> {
+        match self.target.send(&Request::post(
+            "/instances",
+            self.target_request(Value::Object(source)),
+        ))? {
+            Reply::Async(op) => Ok(op),
+            Reply::Sync { .. } => Err(Error::protocol(
+                self.target.remote(),
+                "the migration target answered without an operation",
+            )),
+        }
+    }
+
+    fn cancel(client: &Client, op: &Operation) {
+        let _ = client.send(&Request::delete(format!("/operations/{}", escape(&op.id))));
+    }
+
+    fn secrets(op: &Operation, remote: &str) -> Result<Map<String, Value>> {
+        match op.metadata.as_object() {
+            Some(m) if m.contains_key("control") => Ok(m
+                .iter()
+                .filter(|(_, v)| v.is_string())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()),
+            _ => Err(Error::protocol(
+                remote,
+                "the migration operation carries no websocket secrets",
+            )),
+        }
+    }
+
+    fn pull(&self, wait: &WaitOptions) -> Result<()> {
+        let urls = self.source.network_urls()?;
+        if urls.is_empty() {
+            return Err(not_listening(self.source, self.target, Mode::Pull));
+        }
+        let certificate = self.source.certificate_pem()?;
+        let source_op = self.start_source(Value::Null)?;
+        let secrets = Self::secrets(&source_op, self.source.remote())?;
+        let mut last_error = None;
+        for url in &urls {
+            let mut source = self.migration_source(Mode::Pull);
+            source.insert(
+                "operation".into(),
+                json!(format!("{url}/1.0/operations/{}", escape(&source_op.id))),
+            );
+            source.insert("certificate".into(), json!(certificate));
+            source.insert("secrets".into(), Value::Object(secrets.clone()));
+            let target_op = match self.start_target(source) {
+                Ok(op) => op,
+                Err(e) => {
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            match self.target.wait(&target_op, wait) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.message().contains("Unable to connect to") => {
+                    last_error = Some(e);
+                    continue;
+                }
+                Err(e) => {
+                    Self::cancel(self.source, &source_op);
+                    return Err(e);
+                }
+            }
+        }
+        Self::cancel(self.source, &source_op);
+        match last_error {
+            Some(e) if e.message().contains("Unable to connect to") => Err(Error::Api {
+                remote: self.target.remote().to_string(),
+                status: 400,
+                message: format!(
+                    "{}; the standby cannot reach {} at {}: use --mode push or --mode relay",
+                    e.message(),
+                    self.source.remote(),
+                    urls.join(", ")
+                ),
+            }),
+            Some(e) => Err(e),
+            None => Err(not_listening(self.source, self.target, Mode::Pull)),
+        }
+    }
+
+    fn push(&self, wait: &WaitOptions) -> Result<()> {
+        let urls = self.target.network_urls()?;
+        if urls.is_empty() {
+            return Err(not_listening(self.target, self.source, Mode::Push));
+        }
+        let certificate = self.target.certificate_pem()?;
+        let target_op = self.start_target(self.migration_source(Mode::Push))?;
+        let secrets = Self::secrets(&target_op, self.target.remote())?;
+        let mut last_error = None;
+        for url in &urls {
+            let target = json!({
+                "certificate": certificate,
+                "operation": format!("{url}/1.0/operations/{}", escape(&target_op.id)),
+                "secrets": secrets,
+            });
+            let source_op = match self.start_source(target) {
+                Ok(op) => op,
+                Err(e) => {
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            let source_result = self.source.wait(&source_op, wait);
+            // The target finishes its database work after the source: its result decides.
+            let target_result = self.target.wait(&target_op, wait);
+            return match (source_result, target_result) {
+                (_, Ok(_)) => Ok(()),
+                (Err(e), Err(_)) => Err(e),
+                (Ok(_), Err(e)) => Err(e),
+            };
+        }
+        Self::cancel(self.target, &target_op);
+        Err(last_error.unwrap_or_else(|| not_listening(self.target, self.source, Mode::Push)))
+    }
+
+    fn relay(&self, wait: &WaitOptions) -> Result<()> {
+        let source_op = self.start_source(Value::Null)?;
+        let source_secrets = Self::secrets(&source_op, self.source.remote())?;
+        let target_op = match self.start_target(self.migration_source(Mode::Relay)) {
+            Ok(op) => op,
+            Err(e) => {
+                Self::cancel(self.source, &source_op);
+                return Err(e);
+            }
+        };
+        let target_secrets = Self::secrets(&target_op, self.target.remote())?;
+        let mut pairs = Vec::new();
+        let mut names: Vec<&String> = target_secrets.keys().collect();
+        names.sort_by_key(|n| n.as_str() != "control");
+        for name in names {
+            let (Some(Value::String(src)), Some(Value::String(tgt))) =
+                (source_secrets.get(name), target_secrets.get(name))
+            else {
+                Self::cancel(self.source, &source_op);
+                Self::cancel(self.target, &target_op);
+                return Err(Error::protocol(
+                    self.source.remote(),
+                    format!("the source offers no \"{name}\" stream for the relay"),
+                ));
+            };
+            pairs.push(crate::relay::Pair {
+                name: name.clone(),
+                source: crate::relay::End::new(self.source, &source_op.id, src),
+                target: crate::relay::End::new(self.target, &target_op.id, tgt),
+            });
+        }
+        let relay = crate::relay::start(pairs);
+        let result = self.target.wait(&target_op, wait);
+        let relay_result = relay.finish();
+        match (result, relay_result) {
+            (Ok(_), _) => Ok(()),
+            (Err(e), Err(relay_error)) if !e.message().contains(&relay_error) => Err(Error::Api {
+                remote: self.target.remote().to_string(),
+                status: e.status().unwrap_or(400),
+                message: format!("{} (relay: {relay_error})", e.message()),
+            }),
+            (Err(e), _) => Err(e),
+        }
+    }
+}
+
+fn not_listening(server: &Client, peer: &Client, mode: Mode) -> Error {
+    let other = match mode {
+        Mode::Pull => "--mode push or --mode relay",
+        _ => "--mode pull or --mode relay",
+    };
+    Error::Config(format!(
+        "{mode} mode needs {} to listen on the network (core.https_address) so that {} can connect to it; use {other}",
+        server.remote(),
+        peer.remote()
+    ))
+}

@@ -158,6 +158,9 @@ impl Client {
     /// remote's configured project.
     pub fn connect(remotes: &Remotes, remote: &str) -> Result<Self> {
         let endpoint = remotes.endpoint(remote)?;
+        // reqwest builds its TLS stack even for the unix socket; it needs a process-wide
+        // provider (an error means one is already installed).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let builder = reqwest::blocking::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))

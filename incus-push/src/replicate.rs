@@ -1,0 +1,376 @@
+//! Replicating one instance: lock, compare, check profiles, transfer, then make the replica
+//! a consistent, inert copy (restored to the newest snapshot, no autostart, no schedule).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::Result;
+use incus_core::api::instances::{self, Instance, root_disk};
+use incus_core::api::migration::Transfer;
+use incus_core::api::{profiles, snapshots};
+use incus_core::cli::usage;
+use incus_core::client::{Client, WaitOptions};
+use incus_core::interrupt;
+use incus_core::record::{InstanceRef, Output, PushRecord, Record};
+use incus_core::select::{Selected, gather};
+
+use crate::Args;
+use crate::lock;
+use crate::plan::{Plan, SnapshotId, plan};
+
+/// Config key on a replica: which source it copies (`FINGERPRINT12/PROJECT/INSTANCE`).
+pub const SOURCE_KEY: &str = "user.incus-standby.source";
+/// Config key on a replica: the snapshot its root filesystem was last restored to.
+pub const RESTORED_KEY: &str = "user.incus-standby.restored";
+
+/// The whole run.
+pub fn run(args: &Args, output: &Output) -> Result<()> {
+    if args.jobs == 0 {
+        return Err(usage("--jobs must be at least 1"));
+    }
+    let selection = gather(&args.targets, output)?;
+    selection
+        .connections
+        .remotes()
+        .get(&args.to)
+        .map_err(|e| usage(format!("--to: {e}")))?;
+    if selection.instances.is_empty() {
+        return Ok(());
+    }
+    let standby = selection.connections.client(&args.to, None)?;
+    let standby_fingerprint = match standby.server() {
+        Ok(info) => info.environment.certificate_fingerprint.clone(),
+        Err(e) => {
+            for selected in &selection.instances {
+                output.error(
+                    Some(&selected.of),
+                    &format!(
+                        "copying {} to {}: cannot reach the standby: {e}",
+                        address(&selected.of),
+                        args.to
+                    ),
+                );
+            }
+            return Ok(());
+        }
+    };
+    let context = Context {
+        args,
+        standby,
+        standby_fingerprint,
+        profiles: Mutex::new(BTreeMap::new()),
+        progress: std::io::stderr().is_terminal(),
+    };
+    incus_core::parallel::map(&selection.instances, args.jobs, |selected| {
+        let start = Instant::now();
+        match context.replicate(selected, start) {
+            Ok(record) => output.emit(&Record::Push(record)),
+            Err(message) => output.error(
+                Some(&selected.of),
+                &format!(
+                    "copying {} to {}: {message}",
+                    address(&selected.of),
+                    args.to
+                ),
+            ),
+        }
+    });
+    Ok(())
+}
+
+fn address(of: &InstanceRef) -> String {
+    format!("{}:{}", of.remote, of.instance)
+}
+
+struct Context<'a> {
+    args: &'a Args,
+    standby: Client,
+    standby_fingerprint: String,
+    /// Profile names per standby project, listed once.
+    profiles: Mutex<BTreeMap<String, BTreeSet<String>>>,
+    progress: bool,
+}
+
+impl Context<'_> {
+    fn replicate(&self, selected: &Selected, start: Instant) -> Result<PushRecord, String> {
+        let args = self.args;
+        let source = &selected.client;
+        let name = &selected.of.instance;
+        let target_project = args
+            .target_project
+            .clone()
+            .unwrap_or_else(|| selected.of.project.clone());
+        let target = self.standby.in_project(&target_project);
+        let source_fingerprint = source
+            .server()
+            .map_err(|e| e.to_string())?
+            .environment
+            .certificate_fingerprint
+            .clone();
+        if source_fingerprint == self.standby_fingerprint {
+            return Err(format!(
+                "{} and {} are the same server; --to must name the standby",
+                selected.of.remote, args.to
+            ));
+        }
+        let marker = format!(
+            "{}/{}/{}",
+            prefix(&source_fingerprint),
+            selected.of.project,
+            name
+        );
+        let lock_name =
+            lock::lock_name(&[prefix(&self.standby_fingerprint), &target_project, name]);
+        let _lock = match lock::try_lock(&lock::lock_dir(), &lock_name)? {
+            Some(lock) => lock,
+            None => {
+                return Err(format!(
+                    "another incus-push is replicating {}:{name} right now; skipped (the next run will converge)",
+                    args.to
+                ));
+            }
+        };
+        // Fresh state, now that the lock is ours.
+        let (instance, _) = instances::get(source, name).map_err(|e| e.to_string())?;
+        let source_snapshots = snapshots::list(source, name).map_err(|e| e.to_string())?;
+        let replica = match instances::get(&target, name) {
+            Ok((replica, _)) => Some(replica),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.to_string()),
+        };
+        if let Some(replica) = &replica {
+            self.check_replica(replica, &marker)?;
+        }
+        let replica_snapshots = match &replica {
+            Some(_) => Some(snapshots::list(&target, name).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let ids = |list: &[snapshots::Snapshot]| {
+            list.iter()
+                .map(|s| SnapshotId::new(&s.name, s.created_at))
+                .collect::<Vec<_>>()
+        };
+        let source_ids = ids(&source_snapshots);
+        let replica_ids = replica_snapshots.as_deref().map(ids);
+        let restored = replica
+            .as_ref()
+            .and_then(|r| r.config.get(RESTORED_KEY).map(String::as_str));
+        let plan = plan(&source_ids, replica_ids.as_deref(), restored, args.live);
+        let record = |plan: &Plan, dry_run: bool| PushRecord {
+            of: selected.of.clone(),
+            target_remote: args.to.clone(),
+            target_project: target_project.clone(),
+            target_instance: name.clone(),
+            status: plan.status().to_string(),
+            snapshots: plan.sent(),
+            seconds: (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            dry_run,
+        };
+        if plan == Plan::UpToDate {
+            return Ok(record(&plan, args.dry_run));
+        }
+        self.check_profiles(source, &target, &instance)?;
+        if args.dry_run {
+            return Ok(record(&plan, true));
+        }
+        let mut overrides: BTreeMap<String, Option<String>> = inert_overrides();
+        overrides.insert(SOURCE_KEY.into(), Some(marker.clone()));
+        let pool = args.storage.clone().or_else(|| {
+            replica
+                .as_ref()
+                .and_then(|r| root_disk(&r.devices).and_then(|(_, d)| d.get("pool").cloned()))
+        });
+        let transfer = Transfer {
+            source,
+            instance: &instance,
+            target: &target,
+            target_name: name,
+            refresh: replica.is_some(),
+            pool: pool.as_deref(),
+            config_overrides: &overrides,
+        };
+        let label = address(&selected.of);
+        let report = |progress: &str| {
+            eprint!("\r\x1b[K{label}: {progress}");
+        };
+        let wait = WaitOptions {
+            limit: None,
+            progress: if self.progress { Some(&report) } else { None },
+        };
+        let result = transfer.run(args.mode, &wait);
+        if self.progress {
+            eprint!("\r\x1b[K");
+        }
+        result.map_err(|e| e.to_string())?;
+        let newest = if args.live {
+            None
+        } else {
+            source_snapshots.last().map(|s| s.name.clone())
+        };
+        interrupt::without_interruption(|| {
+            self.finish_replica(&transfer, &target, name, newest.as_deref(), &overrides)
+        })?;
+        Ok(record(&plan, false))
+    }
+
+    fn check_replica(&self, replica: &Instance, marker: &str) -> Result<(), String> {
+        let args = self.args;
+        if replica.is_running() {
+            return Err(format!(
+                "the replica {}:{} is running (promoted?); incus-push never touches a running replica: stop it on {} first if it should be a replica again",
+                args.to, replica.name, args.to
+            ));
+        }
+        match replica.config.get(SOURCE_KEY) {
+            Some(found) if found == marker => Ok(()),
+            _ if args.adopt => Ok(()),
+            Some(found) => Err(format!(
+                "{}:{} is a replica of another source ({found}); rename one of them, or take it over with --adopt",
+                args.to, replica.name
+            )),
+            None => Err(format!(
+                "{}:{} exists and was not made by incus-push; rename it, or take it over with --adopt (its snapshots not on the source will be deleted)",
+                args.to, replica.name
+            )),
+        }
+    }
+
+    fn check_profiles(
+        &self,
+        source: &Client,
+        target: &Client,
+        instance: &Instance,
+    ) -> Result<(), String> {
+        let known = {
+            let mut cache = self
+                .profiles
+                .lock()
+                .map_err(|_| "profile cache poisoned".to_string())?;
+            match cache.get(target.project()) {
+                Some(known) => known.clone(),
+                None => {
+                    let names: BTreeSet<String> = profiles::names(target)
+                        .map_err(|e| e.to_string())?
+                        .into_iter()
+                        .collect();
+                    cache.insert(target.project().to_string(), names.clone());
+                    names
+                }
+            }
+        };
+        let missing: Vec<&String> = instance
+            .profiles
+            .iter()
+            .filter(|p| !known.contains(*p))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let list = missing
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !self.args.sync_profiles {
+            let first = missing[0];
+            return Err(format!(
+                "profile(s) {list} missing on {} (project {}); nothing was sent: copy them with `incus profile copy {}:{first} {}:{first}` or rerun with --sync-profiles",
+                self.args.to,
+                target.project(),
+                source.remote(),
+                self.args.to
+            ));
+        }
+        if self.args.dry_run {
+            return Ok(());
+        }
+        for name in missing {
+            let profile = profiles::get(source, name).map_err(|e| e.to_string())?;
+            match profiles::create(target, &profile) {
+                Ok(()) => {}
+                // Another job copied it meanwhile.
+                Err(e) if e.status() == Some(409) || e.message().contains("already exists") => {}
+                Err(e) => return Err(format!("copying profile {name}: {e}")),
+            }
+            if let Ok(mut cache) = self.profiles.lock()
+                && let Some(known) = cache.get_mut(target.project())
+            {
+                known.insert(name.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores the replica to the newest snapshot, then writes the source's config with the
+    /// inert keys (a refresh does not update the config; a restore brings the snapshot's).
+    fn finish_replica(
+        &self,
+        transfer: &Transfer,
+        target: &Client,
+        name: &str,
+        newest: Option<&str>,
+        overrides: &BTreeMap<String, Option<String>>,
+    ) -> Result<(), String> {
+        if let Some(snapshot) = newest {
+            snapshots::restore(target, name, snapshot)
+                .map_err(|e| format!("restoring the replica to {snapshot}: {e}"))?;
+        }
+        let (replica, etag) = instances::get(target, name).map_err(|e| e.to_string())?;
+        let mut config = transfer.target_config();
+        config.remove("volatile.base_image");
+        for (key, value) in &replica.config {
+            if key.starts_with("volatile.") {
+                config.insert(key.clone(), value.clone());
+            }
+        }
+        for (key, value) in overrides {
+            match value {
+                Some(v) => config.insert(key.clone(), v.clone()),
+                None => config.remove(key),
+            };
+        }
+        match newest {
+            Some(snapshot) => config.insert(RESTORED_KEY.into(), snapshot.to_string()),
+            None => config.remove(RESTORED_KEY),
+        };
+        let mut body = replica.writable();
+        body["config"] = serde_json::json!(config);
+        body["devices"] = serde_json::json!(transfer.target_devices());
+        body["profiles"] = serde_json::json!(transfer.instance.profiles);
+        instances::put(target, name, body, etag)
+            .map_err(|e| format!("writing the replica's configuration: {e}"))
+    }
+}
+
+/// The keys that make a replica inert: no autostart, no snapshot schedule of its own.
+pub fn inert_overrides() -> BTreeMap<String, Option<String>> {
+    BTreeMap::from([
+        ("boot.autostart".to_string(), Some("false".to_string())),
+        ("snapshots.schedule".to_string(), None),
+        ("snapshots.schedule.stopped".to_string(), None),
+    ])
+}
+
+fn prefix(fingerprint: &str) -> &str {
+    fingerprint.get(..12).unwrap_or(fingerprint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inert_config_has_no_autostart_and_no_schedule() {
+        let o = inert_overrides();
+        assert_eq!(o["boot.autostart"].as_deref(), Some("false"));
+        assert_eq!(o["snapshots.schedule"], None);
+    }
+
+    #[test]
+    fn fingerprints_are_shortened_safely() {
+        assert_eq!(prefix("0123456789abcdef"), "0123456789ab");
+        assert_eq!(prefix("abc"), "abc");
+    }
+}
