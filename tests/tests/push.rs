@@ -1,0 +1,331 @@
+//! incus-push against the real lab daemons: what `incus` shows on the standby afterwards.
+
+use std::time::Duration;
+
+use incus_standby_tests::{
+    Instance, config_get, incus, incus_ok, instance_exists, lab, snapshots_of, tool, unique,
+};
+use serde_json::Value;
+
+fn push(args: &[&str]) -> incus_standby_tests::Output {
+    tool("incus-push").args(["--to", "standby"]).args(args).run()
+}
+
+fn the_push_record(out: &incus_standby_tests::Output) -> Value {
+    let records = out.records_of("push");
+    assert_eq!(records.len(), 1, "{}\n{}", out.stdout, out.stderr);
+    records[0].clone()
+}
+
+/// Operations the standby finished in the last few seconds that created an instance.
+fn recent_creations(name: &str) -> usize {
+    let json = incus_ok(&["query", "standby:/1.0/operations?recursion=1"]);
+    let v: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
+    let mut count = 0;
+    if let Some(map) = v.as_object() {
+        for ops in map.values() {
+            for op in ops.as_array().into_iter().flatten() {
+                let resources = op.get("resources").map(|r| r.to_string()).unwrap_or_default();
+                let description = op.get("description").and_then(Value::as_str).unwrap_or("");
+                if description.contains("Creating instance") && resources.contains(name) {
+                    count += 1;
+                }
+            }
+        }
+    }
+    count
+}
+
+#[test]
+fn copies_then_refreshes_then_skips_on_the_dir_pool() {
+    let c = Instance::create("local", &unique("push-dir"));
+    c.snapshot("s1");
+    c.snapshot("s2");
+    let out = push(&[&c.name]);
+    out.assert_success();
+    let record = the_push_record(&out);
+    assert_eq!(record["status"], "copied");
+    assert_eq!(record["snapshots"], serde_json::json!(["s1", "s2"]));
+    assert_eq!(record["target_remote"], "standby");
+    let replica = format!("standby:{}", c.name);
+    assert_eq!(snapshots_of(&replica, None), ["s1", "s2"]);
+
+    c.snapshot("s3");
+    incus_ok(&["snapshot", "delete", &c.address(), "s1"]);
+    let out = push(&[&c.name]);
+    out.assert_success();
+    let record = the_push_record(&out);
+    assert_eq!(record["status"], "refreshed");
+    assert_eq!(record["snapshots"], serde_json::json!(["s3"]));
+    assert_eq!(snapshots_of(&replica, None), ["s2", "s3"]);
+
+    std::thread::sleep(Duration::from_secs(6)); // let the earlier operations expire
+    let out = push(&[&c.name]);
+    out.assert_success();
+    assert_eq!(the_push_record(&out)["status"], "up-to-date");
+    assert_eq!(recent_creations(&c.name), 0, "an up-to-date replica got a migration");
+    assert_eq!(snapshots_of(&replica, None), ["s2", "s3"]);
+}
+
+#[test]
+fn copies_then_refreshes_on_the_btrfs_pool() {
+    let c = Instance::builder("local", &unique("push-btrfs"))
+        .storage("btrfs")
+        .stopped()
+        .build();
+    c.snapshot("s1");
+    push(&["--storage", "btrfs", &c.name]).assert_success();
+    let replica = format!("standby:{}", c.name);
+    let pool = incus_ok(&["query", &format!("standby:/1.0/instances/{}", c.name)]);
+    let v: Value = serde_json::from_str(&pool).unwrap_or(Value::Null);
+    assert_eq!(v["expanded_devices"]["root"]["pool"], "btrfs", "{pool}");
+    c.snapshot("s2");
+    let out = push(&["--storage", "btrfs", &c.name]);
+    out.assert_success();
+    assert_eq!(the_push_record(&out)["status"], "refreshed");
+    assert_eq!(snapshots_of(&replica, None), ["s1", "s2"]);
+}
+
+#[test]
+fn a_running_source_is_copied_stateless_and_restored_to_its_newest_snapshot() {
+    let c = Instance::launch("local", &unique("push-run"));
+    c.exec("echo before > /root/state");
+    c.snapshot("s1");
+    c.exec("echo after > /root/state; echo new > /root/later; sync");
+    let out = push(&[&c.name]);
+    out.assert_success();
+    assert_eq!(the_push_record(&out)["status"], "copied");
+    assert_eq!(c.status(), "Running", "the source must keep running");
+    let replica = format!("standby:{}", c.name);
+    let state = incus_ok(&["file", "pull", &format!("{replica}/root/state"), "-"]);
+    assert_eq!(state, "before");
+    assert_ne!(
+        incus(&["file", "pull", &format!("{replica}/root/later"), "-"]).code,
+        0,
+        "a file written after the newest snapshot must not be on the replica"
+    );
+    assert_eq!(config_get(&replica, "user.incus-standby.restored"), "s1");
+}
+
+#[test]
+fn live_keeps_the_live_synced_state() {
+    let c = Instance::launch("local", &unique("push-live"));
+    c.snapshot("s1");
+    c.exec("echo now > /root/later; sync");
+    push(&["--live", &c.name]).assert_success();
+    let replica = format!("standby:{}", c.name);
+    assert_eq!(
+        incus_ok(&["file", "pull", &format!("{replica}/root/later"), "-"]),
+        "now"
+    );
+}
+
+#[test]
+fn the_replica_is_inert_after_every_push() {
+    let c = Instance::builder("local", &unique("push-inert"))
+        .config("boot.autostart", "true")
+        .config("snapshots.schedule", "@daily")
+        .stopped()
+        .build();
+    c.snapshot("s1");
+    push(&[&c.name]).assert_success();
+    let replica = format!("standby:{}", c.name);
+    assert_eq!(config_get(&replica, "boot.autostart"), "false");
+    assert_eq!(config_get(&replica, "snapshots.schedule"), "");
+    // A refresh brings the source's config again: the keys are applied again.
+    incus_ok(&["config", "set", &c.address(), "user.note", "changed"]);
+    c.snapshot("s2");
+    push(&[&c.name]).assert_success();
+    assert_eq!(config_get(&replica, "boot.autostart"), "false");
+    assert_eq!(config_get(&replica, "snapshots.schedule"), "");
+    assert_eq!(config_get(&replica, "user.note"), "changed");
+    assert_eq!(c.config_get("boot.autostart"), "true", "the source is never changed");
+    assert_eq!(c.config_get("snapshots.schedule"), "@daily");
+}
+
+#[test]
+fn a_missing_profile_is_named_and_sync_profiles_copies_it() {
+    let profile = unique("prof");
+    incus_ok(&["profile", "create", &format!("local:{profile}")]);
+    incus_ok(&["profile", "set", &format!("local:{profile}"), "user.team", "web"]);
+    let c = Instance::builder("local", &unique("push-prof"))
+        .profile(&profile)
+        .stopped()
+        .build();
+    c.snapshot("s1");
+    let out = push(&[&c.name]);
+    out.assert_code(1);
+    let errors = out.records_of("error");
+    assert_eq!(errors.len(), 1);
+    let message = errors[0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&profile), "{message}");
+    assert!(message.contains("--sync-profiles"), "{message}");
+    assert!(!instance_exists(&format!("standby:{}", c.name), None));
+
+    push(&["--sync-profiles", &c.name]).assert_success();
+    assert_eq!(
+        incus_ok(&["profile", "get", &format!("standby:{profile}"), "user.team"]),
+        "web"
+    );
+    assert_eq!(snapshots_of(&format!("standby:{}", c.name), None), ["s1"]);
+    drop(c);
+    let _ = incus(&["profile", "delete", &format!("local:{profile}")]);
+    let _ = incus(&["profile", "delete", &format!("standby:{profile}")]);
+}
+
+#[test]
+fn a_running_replica_is_refused_and_left_alone() {
+    let c = Instance::create("local", &unique("push-promoted"));
+    c.snapshot("s1");
+    push(&[&c.name]).assert_success();
+    let replica = format!("standby:{}", c.name);
+    incus_ok(&["start", &replica]);
+    c.snapshot("s2");
+    let out = push(&[&c.name]);
+    out.assert_code(1);
+    let message = out.records_of("error")[0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("running"), "{message}");
+    assert!(message.contains(&format!("local:{}", c.name)), "{message}");
+    assert!(message.contains("standby"), "{message}");
+    assert_eq!(snapshots_of(&replica, None), ["s1"]);
+    let status = incus_ok(&["list", &replica, "-f", "csv", "-c", "s"]);
+    assert_eq!(status, "RUNNING");
+}
+
+#[test]
+fn a_foreign_instance_is_refused_unless_adopted() {
+    let name = unique("push-foreign");
+    let foreign = Instance::create("standby", &name);
+    foreign.snapshot("theirs");
+    let c = Instance::create("local", &name);
+    c.snapshot("s1");
+    let out = push(&[&c.name]);
+    out.assert_code(1);
+    let message = out.records_of("error")[0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("--adopt"), "{message}");
+    assert_eq!(foreign.snapshots(), ["theirs"]);
+    push(&["--adopt", &c.name]).assert_success();
+    assert_eq!(foreign.snapshots(), ["s1"]);
+}
+
+#[test]
+fn pull_push_and_relay_modes_all_replicate() {
+    for mode in ["pull", "push", "relay"] {
+        let c = Instance::create("local", &unique(&format!("push-{mode}")));
+        c.snapshot("s1");
+        let out = push(&["--mode", mode, &c.name]);
+        out.assert_success();
+        assert_eq!(the_push_record(&out)["status"], "copied", "{mode}");
+        c.snapshot("s2");
+        let out = push(&["--mode", mode, &c.name]);
+        out.assert_success();
+        assert_eq!(the_push_record(&out)["status"], "refreshed", "{mode}");
+        assert_eq!(
+            snapshots_of(&format!("standby:{}", c.name), None),
+            ["s1", "s2"],
+            "{mode}"
+        );
+    }
+}
+
+#[test]
+fn a_dry_run_reports_and_changes_nothing() {
+    let c = Instance::create("local", &unique("push-dry"));
+    c.snapshot("s1");
+    let out = push(&["--dry-run", &c.name]);
+    out.assert_success();
+    let record = the_push_record(&out);
+    assert_eq!(record["status"], "copied");
+    assert_eq!(record["dry_run"], true);
+    assert!(!instance_exists(&format!("standby:{}", c.name), None));
+}
+
+#[test]
+fn stdin_records_select_and_are_forwarded_first() {
+    let a = Instance::create("local", &unique("push-in-a"));
+    let b = Instance::create("local", &unique("push-in-b"));
+    a.snapshot("s1");
+    b.snapshot("s1");
+    let input = format!(
+        "{{\"type\":\"snapshot\",\"remote\":\"local\",\"project\":\"default\",\"instance\":\"{a}\",\"name\":\"s1\"}}\n{{\"type\":\"x-other\",\"note\":1}}\n{{\"type\":\"snapshot\",\"remote\":\"local\",\"project\":\"default\",\"instance\":\"{a}\",\"name\":\"s1\"}}\nnot json\n{{\"type\":\"snapshot\",\"remote\":\"local\",\"project\":\"default\",\"instance\":\"{b}\",\"name\":\"s1\"}}\n",
+        a = a.name,
+        b = b.name
+    );
+    let out = tool("incus-push")
+        .args(["--to", "standby", "--jobs", "2"])
+        .stdin(input)
+        .run();
+    out.assert_code(1); // the malformed line
+    let records = out.records();
+    assert_eq!(records[0]["type"], "snapshot");
+    assert_eq!(records[1]["type"], "x-other");
+    assert_eq!(records[3]["type"], "error");
+    assert_eq!(records[3]["line"], 4);
+    let pushed: Vec<&str> = out
+        .records_of("push")
+        .iter()
+        .filter_map(|r| r["instance"].as_str().map(str::to_string))
+        .collect::<Vec<_>>()
+        .leak()
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(pushed.len(), 2, "duplicates are coalesced: {}", out.stdout);
+    assert!(instance_exists(&format!("standby:{}", a.name), None));
+    assert!(instance_exists(&format!("standby:{}", b.name), None));
+}
+
+#[test]
+fn an_unreachable_standby_fails_naming_both_ends() {
+    let lab = lab();
+    let conf = tempfile::tempdir().expect("tempdir");
+    for file in ["client.crt", "client.key"] {
+        std::fs::copy(lab.conf_dir().join(file), conf.path().join(file)).expect("copy");
+    }
+    std::fs::create_dir(conf.path().join("servercerts")).expect("mkdir");
+    std::fs::copy(
+        lab.conf_dir().join("servercerts/standby.crt"),
+        conf.path().join("servercerts/gone.crt"),
+    )
+    .expect("copy");
+    std::fs::write(
+        conf.path().join("config.yml"),
+        "default-remote: local\nremotes:\n  gone:\n    addr: https://127.0.0.1:1\n    protocol: incus\n",
+    )
+    .expect("config");
+    let c = Instance::create("local", &unique("push-gone"));
+    c.snapshot("s1");
+    let out = tool("incus-push")
+        .env("INCUS_CONF", conf.path())
+        .args(["--to", "gone", &c.name])
+        .run();
+    out.assert_code(1);
+    let message = out.records_of("error")[0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains(&format!("local:{}", c.name)), "{message}");
+    assert!(message.contains("gone"), "{message}");
+    assert!(message.contains("127.0.0.1:1"), "{message}");
+    assert_eq!(c.snapshots(), ["s1"], "the source is never changed");
+}
+
+#[test]
+fn an_unknown_instance_is_named_and_the_others_are_pushed() {
+    let c = Instance::create("local", &unique("push-known"));
+    c.snapshot("s1");
+    let missing = unique("push-missing");
+    let out = push(&[&missing, &c.name]);
+    out.assert_code(1);
+    let errors = out.records_of("error");
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["instance"], missing.as_str());
+    assert_eq!(out.records_of("push").len(), 1);
+    assert!(out.stderr.contains(&missing), "{}", out.stderr);
+}
