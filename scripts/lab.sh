@@ -307,8 +307,8 @@ cmd_up() {
         return 0
     fi
     ensure_installed
-    local start=$SECONDS first=false d
-    [ -f "$LAB/ready" ] || first=true
+    local start=$SECONDS smoke=false d
+    [ -f "$LAB/ready" ] || smoke=true  # after a fresh start: check that containers work
     rm -f "$LAB/ready"
     mkdir -p "$LAB" "$LOGS"
     ensure_conf
@@ -320,7 +320,7 @@ cmd_up() {
         timeout 30 env INCUS_DIR="$LAB/primary" INCUS_CONF="$CONF" incus list "$d:" -f csv \
             </dev/null >/dev/null || die "the lab's remote $d: does not answer over HTTPS"
     done
-    [ "$first" = true ] && smoke_test
+    [ "$smoke" = true ] && smoke_test
     echo "$PRIMARY_PORT $STANDBY_PORT" >"$LAB/ready"
     log "the lab is up in $((SECONDS - start)) s: eval \"\$(scripts/lab.sh env)\""
 }

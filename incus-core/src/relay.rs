@@ -142,35 +142,22 @@ impl Relay {
 }
 
 async fn splice(a: Socket, b: Socket) {
-    let (mut a_tx, mut a_rx) = a.split();
-    let (mut b_tx, mut b_rx) = b.split();
-    let forward = async {
-        while let Some(Ok(message)) = a_rx.next().await {
-            match message {
-                Message::Binary(_) | Message::Text(_) => {
-                    if b_tx.send(message).await.is_err() {
-                        break;
-                    }
-                }
-                Message::Close(_) => break,
-                _ => {}
-            }
+    let (a_tx, a_rx) = a.split();
+    let (b_tx, b_rx) = b.split();
+    tokio::join!(copy(a_rx, b_tx), copy(b_rx, a_tx));
+}
+
+/// Copies data messages (binary, and text: an empty text message is a barrier) until the
+/// reading side ends, then closes the writing side.
+async fn copy(
+    mut from: futures_util::stream::SplitStream<Socket>,
+    mut to: futures_util::stream::SplitSink<Socket, Message>,
+) {
+    while let Some(Ok(message)) = from.next().await {
+        let data = matches!(message, Message::Binary(_) | Message::Text(_));
+        if matches!(message, Message::Close(_)) || (data && to.send(message).await.is_err()) {
+            break;
         }
-        let _ = b_tx.close().await;
-    };
-    let backward = async {
-        while let Some(Ok(message)) = b_rx.next().await {
-            match message {
-                Message::Binary(_) | Message::Text(_) => {
-                    if a_tx.send(message).await.is_err() {
-                        break;
-                    }
-                }
-                Message::Close(_) => break,
-                _ => {}
-            }
-        }
-        let _ = a_tx.close().await;
-    };
-    tokio::join!(forward, backward);
+    }
+    let _ = to.close().await;
 }

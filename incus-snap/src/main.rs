@@ -1,16 +1,40 @@
-//! incus-snap: not yet implemented beyond --help and --version.
+//! incus-snap: take snapshots, and configure Incus's own snapshot schedule.
+
+mod schedule;
+mod snap;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use incus_core::cli::{self, OutputArgs};
 
-/// Part of the incus-standby toolkit.
+/// Take snapshots of instances, or configure Incus's own snapshot schedule.
+///
+/// Reads records from stdin when it is not a terminal (every instance they name is
+/// snapshotted), forwards them, and adds one `snapshot` record per snapshot taken.
 #[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {}
+#[command(version, about, long_about, args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub snap: snap::SnapArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Set (or with --off remove) snapshots.schedule, .pattern, .expiry and .schedule.stopped
+    Schedule(schedule::ScheduleArgs),
+}
 
 fn main() -> ExitCode {
-    let _args = Args::parse();
-    eprintln!("incus-snap: not implemented yet");
-    ExitCode::from(2)
+    let args = Args::parse();
+    cli::run("incus-snap", args.output.format, |output| {
+        match &args.command {
+            Some(Command::Schedule(schedule)) => schedule::run(schedule, output),
+            None => snap::run(&args.snap, output),
+        }
+    })
 }

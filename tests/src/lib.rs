@@ -211,6 +211,23 @@ fn ensure_built() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--quiet", "--bins", "--workspace"]);
+        // Drop what `cargo test` adds to a test's environment: some of it (LD_LIBRARY_PATH,
+        // CARGO_PKG_*, …) would make cargo rebuild crates whose build scripts watch it.
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if k == "LD_LIBRARY_PATH"
+                || k == "OUT_DIR"
+                || k == "RUST_RECURSION_COUNT"
+                || k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_BIN_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || k.starts_with("CARGO_CRATE_")
+                || k == "CARGO_PRIMARY_PACKAGE"
+                || k == "CARGO_TARGET_TMPDIR"
+            {
+                cmd.env_remove(&key);
+            }
+        }
         if bin_dir().file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
@@ -551,7 +568,9 @@ fn project_args(project: Option<&str>) -> Vec<String> {
 }
 
 /// The snapshot names of an instance (`"standby:web"`, or `"web"` for `local:web`), oldest
-/// first (by creation time, then name). Panics if the instance does not exist.
+/// first: by `created_at`, and for equal times in the order the server lists them (its
+/// creation order). Snapshots received by a copy or refresh have their `created_at`
+/// truncated to whole seconds on the target. Panics if the instance does not exist.
 pub fn snapshots_of(address: &str, project: Option<&str>) -> Vec<String> {
     let (remote, name) = split_address(address);
     let mut url = format!("{remote}:/1.0/instances/{name}/snapshots?recursion=1");
@@ -572,7 +591,8 @@ pub fn snapshots_of(address: &str, project: Option<&str>) -> Vec<String> {
             (sortable_time(created), name.to_string())
         })
         .collect();
-    snaps.sort();
+    // Stable: equal times keep the server's order (its creation order).
+    snaps.sort_by(|a, b| a.0.cmp(&b.0));
     snaps.into_iter().map(|(_, name)| name).collect()
 }
 

@@ -1,7 +1,8 @@
 //! Smoke tests of the harness itself against the lab daemons.
 
 use incus_standby_tests::{
-    Instance, Project, config_get, incus, incus_ok, instance_exists, lab, snapshots_of, unique,
+    Cmd, Instance, Project, config_get, incus, incus_ok, instance_exists, lab, snapshots_of, tool,
+    unique,
 };
 
 #[test]
@@ -104,4 +105,32 @@ fn project_guard() {
         ]);
         assert!(!projects.contains(&name), "{remote}: {projects}");
     }
+}
+
+#[test]
+fn tools_are_built_and_run_in_the_lab_env() {
+    for name in [
+        "incus-snap",
+        "incus-push",
+        "incus-prune",
+        "incus-trust",
+        "incus-failover",
+    ] {
+        let out = tool(name).arg("--help").run();
+        out.assert_code(0);
+        assert!(out.stdout.contains("Usage"), "{name}: {}", out.stdout);
+    }
+    // The lab variables reach the tools, INCUS_* from the caller's environment do not.
+    let out = Cmd::new("sh")
+        .args([
+            "-c",
+            "echo $INCUS_CONF; echo ${INCUS_REMOTE:-none}; echo $NO_COLOR; cat",
+        ])
+        .env("EXTRA", "1")
+        .stdin("from stdin")
+        .run();
+    out.assert_code(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], lab().conf_dir().to_string_lossy());
+    assert_eq!(lines[1..], ["none", "1", "from stdin"]);
 }

@@ -232,7 +232,13 @@ impl Transfer<'_> {
                     continue;
                 }
             };
-            match self.target.wait(&target_op, wait) {
+            let cancel_source = || Self::cancel(self.source, &source_op);
+            let options = WaitOptions {
+                limit: wait.limit,
+                progress: wait.progress,
+                on_interrupt: Some(&cancel_source),
+            };
+            match self.target.wait(&target_op, &options) {
                 Ok(_) => return Ok(()),
                 Err(e) if e.message().contains("Unable to connect to") => {
                     last_error = Some(e);
@@ -286,6 +292,9 @@ impl Transfer<'_> {
             let source_result = self.source.wait(&source_op, wait);
             // The target finishes its database work after the source: its result decides.
             let target_result = self.target.wait(&target_op, wait);
+            if crate::interrupt::requested() && target_result.is_err() {
+                return Err(Error::Cancelled);
+            }
             return match (source_result, target_result) {
                 (_, Ok(_)) => Ok(()),
                 (Err(e), Err(_)) => Err(e),
@@ -328,7 +337,13 @@ impl Transfer<'_> {
             });
         }
         let relay = crate::relay::start(pairs);
-        let result = self.target.wait(&target_op, wait);
+        let cancel_source = || Self::cancel(self.source, &source_op);
+        let options = WaitOptions {
+            limit: wait.limit,
+            progress: wait.progress,
+            on_interrupt: Some(&cancel_source),
+        };
+        let result = self.target.wait(&target_op, &options);
         let relay_result = relay.finish();
         match (result, relay_result) {
             (Ok(_), _) => Ok(()),

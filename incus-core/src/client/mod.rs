@@ -309,7 +309,7 @@ impl Client {
         let project = request.project.as_deref().unwrap_or(&self.project);
         if request.all_projects {
             query.push(("all-projects".into(), "true".into()));
-        } else if project != "default" && !request.path.starts_with("/operations") {
+        } else if project != "default" {
             query.push(("project".into(), project.to_string()));
         }
         for (i, (k, v)) in query.iter().enumerate() {

@@ -62,6 +62,9 @@ pub struct WaitOptions<'a> {
     pub limit: Option<Duration>,
     /// Called with each new progress string.
     pub progress: Option<&'a (dyn Fn(&str) + Sync)>,
+    /// Called once when the run is interrupted while waiting (e.g. to cancel the other end
+    /// of a migration, when this operation itself cannot be cancelled).
+    pub on_interrupt: Option<&'a (dyn Fn() + Sync)>,
 }
 
 impl WaitOptions<'_> {
@@ -82,12 +85,14 @@ impl Client {
         let mut last_known = op.clone();
         loop {
             if interrupt::requested() && !cancel_sent {
+                cancel_sent = true;
+                if let Some(hook) = options.on_interrupt {
+                    hook();
+                }
                 if last_known.may_cancel {
                     let _ = self.send(&Request::delete(path.clone()));
-                    cancel_sent = true;
-                } else if last_known.status_code < 200 {
-                    // Incus cannot cancel it: let it finish, it is short-lived.
                 }
+                // Otherwise Incus cannot cancel it: it runs to its end.
             }
             if let Some(limit) = options.limit
                 && start.elapsed() > limit
@@ -139,7 +144,7 @@ impl Client {
             if current.is_final() {
                 return match current.status_code {
                     200 => Ok(current),
-                    401 if cancel_sent => Err(Error::Cancelled),
+                    _ if cancel_sent => Err(Error::Cancelled),
                     status => Err(Error::Api {
                         remote: self.remote.clone(),
                         status: if status == 401 { 499 } else { 400 },

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The project's test command: brings the Incus lab up (scripts/lab.sh), then builds, runs
+# every test (unit and end-to-end), clippy and rustfmt. Stops at the first failing step with
+# its exit code. Extra arguments go to `cargo test` (e.g. `scripts/test.sh push` runs the
+# tests whose name contains "push"; `scripts/test.sh -- --nocapture`).
+# The lab keeps running afterwards so that re-runs are fast; stop it with scripts/lab.sh down.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() {
+    printf '==> %s\n' "$*"
+    local rc=0
+    "$@" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        printf '==> FAILED (exit %d): %s\n' "$rc" "$*" >&2
+        exit "$rc"
+    fi
+}
+
+step scripts/lab.sh up
+# Everything below sees the lab: INCUS_CONF, INCUS_DIR (the primary), INCUS_LAB_*.
+eval "$(scripts/lab.sh env)"
+step cargo build --workspace --all-targets
+step cargo test --workspace "$@"
+step cargo clippy --workspace --all-targets -- -D warnings
+step cargo fmt --all -- --check
+printf '==> all checks passed\n'
