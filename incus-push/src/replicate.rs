@@ -198,12 +198,20 @@ impl Context<'_> {
         let wait = WaitOptions {
             limit: None,
             progress: if self.progress { Some(&report) } else { None },
+            on_interrupt: None,
         };
+        settle(&target, name)?;
         let result = transfer.run(args.mode, &wait);
         if self.progress {
             eprint!("\r\x1b[K");
         }
-        result.map_err(|e| e.to_string())?;
+        result.map_err(|e| match e {
+            incus_core::Error::Cancelled => format!(
+                "interrupted: the transfer was cancelled; {}:{name} keeps its previous state",
+                args.to
+            ),
+            other => other.to_string(),
+        })?;
         let newest = if args.live {
             None
         } else {
@@ -342,6 +350,28 @@ impl Context<'_> {
         instances::put(target, name, body, etag)
             .map_err(|e| format!("writing the replica's configuration: {e}"))
     }
+}
+
+/// Waits for operations still working on the replica (a transfer whose run was killed goes on
+/// on the server): a refresh started meanwhile would fail on the busy instance.
+fn settle(target: &Client, name: &str) -> Result<(), String> {
+    let url = format!("/1.0/instances/{name}");
+    let running = incus_core::api::operations::running(target).map_err(|e| e.to_string())?;
+    for op in running {
+        let concerned = op.resources.get("instances").is_some_and(|list| {
+            list.iter()
+                .any(|u| u.split('?').next() == Some(url.as_str()))
+        });
+        if concerned {
+            let options = WaitOptions {
+                limit: Some(std::time::Duration::from_secs(1800)),
+                ..WaitOptions::default()
+            };
+            // Its outcome does not matter: the comparison is made again by Incus's refresh.
+            let _ = target.wait(&op, &options);
+        }
+    }
+    Ok(())
 }
 
 /// The keys that make a replica inert: no autostart, no snapshot schedule of its own.

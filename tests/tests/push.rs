@@ -8,7 +8,10 @@ use incus_standby_tests::{
 use serde_json::Value;
 
 fn push(args: &[&str]) -> incus_standby_tests::Output {
-    tool("incus-push").args(["--to", "standby"]).args(args).run()
+    tool("incus-push")
+        .args(["--to", "standby"])
+        .args(args)
+        .run()
 }
 
 fn the_push_record(out: &incus_standby_tests::Output) -> Value {
@@ -25,7 +28,10 @@ fn recent_creations(name: &str) -> usize {
     if let Some(map) = v.as_object() {
         for ops in map.values() {
             for op in ops.as_array().into_iter().flatten() {
-                let resources = op.get("resources").map(|r| r.to_string()).unwrap_or_default();
+                let resources = op
+                    .get("resources")
+                    .map(|r| r.to_string())
+                    .unwrap_or_default();
                 let description = op.get("description").and_then(Value::as_str).unwrap_or("");
                 if description.contains("Creating instance") && resources.contains(name) {
                     count += 1;
@@ -63,7 +69,11 @@ fn copies_then_refreshes_then_skips_on_the_dir_pool() {
     let out = push(&[&c.name]);
     out.assert_success();
     assert_eq!(the_push_record(&out)["status"], "up-to-date");
-    assert_eq!(recent_creations(&c.name), 0, "an up-to-date replica got a migration");
+    assert_eq!(
+        recent_creations(&c.name),
+        0,
+        "an up-to-date replica got a migration"
+    );
     assert_eq!(snapshots_of(&replica, None), ["s2", "s3"]);
 }
 
@@ -139,7 +149,11 @@ fn the_replica_is_inert_after_every_push() {
     assert_eq!(config_get(&replica, "boot.autostart"), "false");
     assert_eq!(config_get(&replica, "snapshots.schedule"), "");
     assert_eq!(config_get(&replica, "user.note"), "changed");
-    assert_eq!(c.config_get("boot.autostart"), "true", "the source is never changed");
+    assert_eq!(
+        c.config_get("boot.autostart"),
+        "true",
+        "the source is never changed"
+    );
     assert_eq!(c.config_get("snapshots.schedule"), "@daily");
 }
 
@@ -147,7 +161,13 @@ fn the_replica_is_inert_after_every_push() {
 fn a_missing_profile_is_named_and_sync_profiles_copies_it() {
     let profile = unique("prof");
     incus_ok(&["profile", "create", &format!("local:{profile}")]);
-    incus_ok(&["profile", "set", &format!("local:{profile}"), "user.team", "web"]);
+    incus_ok(&[
+        "profile",
+        "set",
+        &format!("local:{profile}"),
+        "user.team",
+        "web",
+    ]);
     let c = Instance::builder("local", &unique("push-prof"))
         .profile(&profile)
         .stopped()
@@ -328,4 +348,99 @@ fn an_unknown_instance_is_named_and_the_others_are_pushed() {
     assert_eq!(errors[0]["instance"], missing.as_str());
     assert_eq!(out.records_of("push").len(), 1);
     assert!(out.stderr.contains(&missing), "{}", out.stderr);
+}
+
+/// A running instance with ~200 MB of incompressible data and one snapshot: a transfer long
+/// enough (a few seconds) to interrupt.
+fn big_instance(prefix: &str) -> Instance {
+    let c = Instance::launch("local", &unique(prefix));
+    c.exec("dd if=/dev/urandom of=/root/big bs=1M count=200 2>/dev/null; sync");
+    c.snapshot("s1");
+    c
+}
+
+fn wait_until_replica_appears(name: &str) {
+    for _ in 0..200 {
+        if instance_exists(&format!("standby:{name}"), None) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("standby:{name} never appeared");
+}
+
+fn wait_for_exit(child: &mut std::process::Child) -> i32 {
+    for _ in 0..1200 {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code().unwrap_or(-1);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("incus-push did not end");
+}
+
+#[test]
+fn a_run_killed_mid_transfer_converges_on_the_next_run() {
+    let c = big_instance("push-kill");
+    let mut child = tool("incus-push")
+        .args(["--to", "standby", &c.name])
+        .spawn();
+    wait_until_replica_appears(&c.name);
+    child.kill().expect("kill");
+    let _ = child.wait();
+    assert_eq!(c.snapshots(), ["s1"], "the source is never changed");
+    let out = push(&[&c.name]);
+    out.assert_success();
+    let replica = format!("standby:{}", c.name);
+    assert_eq!(snapshots_of(&replica, None), ["s1"]);
+    assert_eq!(config_get(&replica, "user.incus-standby.restored"), "s1");
+    assert_eq!(config_get(&replica, "boot.autostart"), "false");
+    assert_eq!(the_push_record(&push(&[&c.name]))["status"], "up-to-date");
+}
+
+#[test]
+fn sigterm_mid_copy_cancels_the_transfer_and_the_next_run_converges() {
+    let c = big_instance("push-term");
+    let mut child = tool("incus-push")
+        .args(["--to", "standby", &c.name])
+        .spawn();
+    wait_until_replica_appears(&c.name);
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    let code = wait_for_exit(&mut child);
+    assert_eq!(code, 2, "an interrupted run exits 2");
+    assert_eq!(c.snapshots(), ["s1"]);
+    let out = push(&[&c.name]);
+    out.assert_success();
+    assert_eq!(snapshots_of(&format!("standby:{}", c.name), None), ["s1"]);
+    assert_eq!(
+        config_get(
+            &format!("standby:{}", c.name),
+            "user.incus-standby.restored"
+        ),
+        "s1"
+    );
+}
+
+#[test]
+fn overlapping_runs_never_transfer_the_same_instance_at_once() {
+    let c = big_instance("push-overlap");
+    let mut first = tool("incus-push")
+        .args(["--to", "standby", &c.name])
+        .spawn();
+    wait_until_replica_appears(&c.name);
+    let second = push(&[&c.name]);
+    second.assert_code(1);
+    let message = second.records_of("error")[0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("another incus-push"), "{message}");
+    assert_eq!(wait_for_exit(&mut first), 0);
+    assert_eq!(snapshots_of(&format!("standby:{}", c.name), None), ["s1"]);
+    assert_eq!(the_push_record(&push(&[&c.name]))["status"], "up-to-date");
 }
