@@ -2,7 +2,8 @@
 //! retention policy with restic's `forget` semantics.
 //!
 //! The policy itself is a pure function, [`policy::decide`]; protections for
-//! the replication anchor and for snapshots not yet replicated are applied by
+//! the replication anchor (and "delete nothing" when the replica cannot be
+//! reached) are applied by
 //! the caller.
 
 pub mod policy;

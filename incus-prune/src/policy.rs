@@ -3,7 +3,7 @@
 //! [`decide`] is a pure function: it takes the snapshots of one instance and a
 //! set of [`Rules`], and returns one [`Decision`] per snapshot, newest first,
 //! listing every rule that keeps it. A snapshot with no reason is to be
-//! deleted. Protections (the replication anchor, snapshots not yet replicated)
+//! deleted. Protections (the replication anchor, an unreachable replica)
 //! are applied by the caller, not here.
 //!
 //! # Semantics

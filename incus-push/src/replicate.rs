@@ -24,6 +24,9 @@ use crate::plan::{Plan, SnapshotId, plan};
 pub const SOURCE_KEY: &str = "user.incus-standby.source";
 /// Config key on a replica: the snapshot its root filesystem was last restored to.
 pub const RESTORED_KEY: &str = "user.incus-standby.restored";
+/// Config key on a replica: when its last transfer completed. A replica of ours without it
+/// comes from a first copy that never finished (its snapshot records may lack their data).
+pub const SYNCED_KEY: &str = "user.incus-standby.synced-at";
 
 /// The whole run.
 pub fn run(args: &Args, output: &Output) -> Result<()> {
@@ -135,13 +138,22 @@ impl Context<'_> {
         // Fresh state, now that the lock is ours.
         let (instance, _) = instances::get(source, name).map_err(|e| e.to_string())?;
         let source_snapshots = snapshots::list(source, name).map_err(|e| e.to_string())?;
-        let replica = match instances::get(&target, name) {
+        let mut replica = match instances::get(&target, name) {
             Ok((replica, _)) => Some(replica),
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e.to_string()),
         };
-        if let Some(replica) = &replica {
-            self.check_replica(replica, &marker)?;
+        if let Some(found) = &replica {
+            self.check_replica(found, &marker)?;
+            let ours = found.config.get(SOURCE_KEY) == Some(&marker);
+            if ours && !found.config.contains_key(SYNCED_KEY) && !args.dry_run {
+                // A first copy that never finished: start again from scratch.
+                settle(&target, name)?;
+                instances::delete(&target, name).map_err(|e| {
+                    format!("removing the unfinished replica {}:{name}: {e}", args.to)
+                })?;
+                replica = None;
+            }
         }
         let replica_snapshots = match &replica {
             Some(_) => Some(snapshots::list(&target, name).map_err(|e| e.to_string())?),
@@ -343,6 +355,10 @@ impl Context<'_> {
             Some(snapshot) => config.insert(RESTORED_KEY.into(), snapshot.to_string()),
             None => config.remove(RESTORED_KEY),
         };
+        config.insert(
+            SYNCED_KEY.into(),
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
         let mut body = replica.writable();
         body["config"] = serde_json::json!(config);
         body["devices"] = serde_json::json!(transfer.target_devices());

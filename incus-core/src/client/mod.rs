@@ -439,6 +439,8 @@ impl Client {
         }
         if e.is_timeout() {
             reason = format!("no answer in time ({reason})");
+        } else if reason.contains("close_notify") || reason.contains("connection reset") {
+            reason = "the connection was cut (did the daemon stop?)".into();
         }
         Error::Unreachable {
             remote: self.remote.clone(),

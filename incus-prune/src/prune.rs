@@ -1,0 +1,473 @@
+//! Pruning one instance: list its snapshots, apply the policy to the candidates (the names
+//! matching `--match`), keep the replication anchor, delete the rest oldest first.
+//!
+//! The anchor is the newest snapshot the instance shares with a replica (same name, same
+//! creation time to the second): the one an incremental refresh starts from. When a replica
+//! cannot be reached, or incus-push failed upstream for the instance, nothing is deleted:
+//! which snapshots the replica lacks is unknown.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use incus_core::api::snapshots::{self, Snapshot};
+use incus_core::cli::usage;
+use incus_core::duration::ExpiryDuration;
+use incus_core::interrupt;
+use incus_core::record::{InputRecord, InstanceRef, KeptRecord, Output, PrunedRecord, Record};
+use incus_core::remote::Remotes;
+use incus_core::select::{Connections, Selected, gather};
+use incus_prune::policy::{Candidate, Rules, decide};
+
+use crate::Args;
+
+/// The whole run: usage checks first, then one instance per job.
+pub fn run(args: &Args, output: &Output) -> Result<()> {
+    let settings = Settings::from_args(args)?;
+    let selection = gather(&args.targets, output)?;
+    if selection.instances.is_empty() {
+        return Ok(());
+    }
+    let upstream = Upstream::from_input(&selection.input);
+    let context = Context {
+        args,
+        settings: &settings,
+        upstream: &upstream,
+        connections: &selection.connections,
+        output,
+    };
+    incus_core::parallel::map(&selection.instances, args.jobs, |selected| {
+        context.prune(selected);
+    });
+    Ok(())
+}
+
+/// The checked command line.
+struct Settings {
+    /// The count rules; the `--keep-within` cutoff is computed per instance.
+    rules: Rules,
+    within: Option<ExpiryDuration>,
+    pattern: glob::Pattern,
+}
+
+impl Settings {
+    /// Every usage error, before anything is read or deleted.
+    fn from_args(args: &Args) -> Result<Self> {
+        if args.jobs == 0 {
+            return Err(usage("--jobs must be at least 1"));
+        }
+        let within = match &args.keep_within {
+            None => None,
+            Some(text) => {
+                let duration = ExpiryDuration::parse(text)
+                    .map_err(|e| usage(format!("--keep-within: {e}")))?;
+                if duration.is_zero() {
+                    return Err(usage(format!(
+                        "--keep-within \"{text}\" is zero and would keep nothing; give a duration such as 1d or 2w"
+                    )));
+                }
+                Some(duration)
+            }
+        };
+        let rules = Rules {
+            last: args.keep_last,
+            hourly: args.keep_hourly,
+            daily: args.keep_daily,
+            weekly: args.keep_weekly,
+            monthly: args.keep_monthly,
+            yearly: args.keep_yearly,
+            within_cutoff: None,
+        };
+        let with_within = Rules {
+            within_cutoff: within.map(|_| DateTime::<Utc>::MIN_UTC),
+            ..rules.clone()
+        };
+        if with_within.is_empty() {
+            return Err(usage(
+                "no keep rule: give at least one --keep-* option; incus-prune never deletes everything by omission",
+            ));
+        }
+        let pattern = glob::Pattern::new(&args.matching)
+            .map_err(|e| usage(format!("--match \"{}\": {e}", args.matching)))?;
+        if let Some(replica) = &args.replica {
+            let remotes = Remotes::load().map_err(|e| usage(e.to_string()))?;
+            remotes
+                .get(replica)
+                .map_err(|e| usage(format!("--replica: {e}")))?;
+        }
+        Ok(Settings {
+            rules,
+            within,
+            pattern,
+        })
+    }
+}
+
+/// A replica of an instance: where it lives.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Replica {
+    remote: String,
+    project: String,
+    instance: String,
+}
+
+/// What the records on stdin say about the instances: their replicas (from `push` records)
+/// and the failed pushes (`error` records of incus-push).
+#[derive(Debug, Default)]
+struct Upstream {
+    pushes: Vec<(Source, Replica)>,
+    failed: Vec<Source>,
+}
+
+/// The instance a record names; `project: None` matches any project.
+#[derive(Debug, Clone)]
+struct Source {
+    remote: String,
+    project: Option<String>,
+    instance: String,
+}
+
+impl Source {
+    fn of(record: &InputRecord) -> Option<Self> {
+        Some(Source {
+            remote: record.str("remote")?.to_string(),
+            project: record.str("project").map(str::to_string),
+            instance: record.str("instance")?.to_string(),
+        })
+    }
+
+    fn names(&self, of: &InstanceRef) -> bool {
+        self.remote == of.remote
+            && self.instance == of.instance
+            && self.project.as_ref().is_none_or(|p| *p == of.project)
+    }
+}
+
+impl Upstream {
+    fn from_input(input: &[InputRecord]) -> Self {
+        let mut upstream = Upstream::default();
+        for record in input {
+            match record.kind() {
+                "push" => {
+                    let Some(source) = Source::of(record) else {
+                        continue;
+                    };
+                    let Some(remote) = record.str("target_remote") else {
+                        continue;
+                    };
+                    let project = record
+                        .str("target_project")
+                        .or(source.project.as_deref())
+                        .unwrap_or("default");
+                    let instance = record.str("target_instance").unwrap_or(&source.instance);
+                    let replica = Replica {
+                        remote: remote.to_string(),
+                        project: project.to_string(),
+                        instance: instance.to_string(),
+                    };
+                    upstream.pushes.push((source, replica));
+                }
+                "error" if record.str("tool") == Some("incus-push") => {
+                    if let Some(source) = Source::of(record) {
+                        upstream.failed.push(source);
+                    }
+                }
+                _ => {}
+            }
+        }
+        upstream
+    }
+
+    fn failed(&self, of: &InstanceRef) -> bool {
+        self.failed.iter().any(|s| s.names(of))
+    }
+}
+
+struct Context<'a> {
+    args: &'a Args,
+    settings: &'a Settings,
+    upstream: &'a Upstream,
+    connections: &'a Connections,
+    output: &'a Output,
+}
+
+/// How a replica's snapshots compare with the instance's.
+enum ReplicaState {
+    /// The replica does not exist: no anchor.
+    Missing,
+    /// Its snapshots.
+    Listed(Vec<Snapshot>),
+}
+
+impl Context<'_> {
+    fn prune(&self, selected: &Selected) {
+        let of = &selected.of;
+        let output = self.output;
+        let all = match snapshots::list(&selected.client, &of.instance) {
+            Ok(list) => list,
+            Err(e) => {
+                output.error(
+                    Some(of),
+                    &format!("listing the snapshots of {}: {e}", address(of)),
+                );
+                return;
+            }
+        };
+        let candidates: Vec<Candidate> = all
+            .iter()
+            .filter(|s| self.settings.pattern.matches(&s.name))
+            .map(|s| Candidate {
+                name: s.name.clone(),
+                created_at: s.created_at,
+            })
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+
+        if self.upstream.failed(of) {
+            output.note(&format!(
+                "{of}: incus-push failed for it upstream; nothing deleted, so that no snapshot the replica lacks is lost (fix the push, then prune again)"
+            ));
+            for candidate in &candidates {
+                self.kept(
+                    of,
+                    candidate,
+                    vec!["incus-push failed upstream".to_string()],
+                );
+            }
+            return;
+        }
+
+        // The replication anchors: snapshot name -> reasons.
+        let mut anchors: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for replica in self.replicas(of) {
+            match self.replica_snapshots(&replica) {
+                Ok(ReplicaState::Missing) => {}
+                Ok(ReplicaState::Listed(theirs)) => {
+                    if let Some(anchor) = anchor(&all, &theirs) {
+                        anchors
+                            .entry(anchor.name.clone())
+                            .or_default()
+                            .push(format!("replication-anchor {}", replica.remote));
+                    }
+                }
+                Err(e) => {
+                    output.error(
+                        Some(of),
+                        &format!(
+                            "cannot reach the replica {}: {e}; nothing deleted, so that no snapshot the replica lacks is lost (prune again once {} answers)",
+                            replica_address(&replica),
+                            replica.remote
+                        ),
+                    );
+                    return;
+                }
+            }
+        }
+
+        let mut rules = self.settings.rules.clone();
+        if let Some(within) = &self.settings.within {
+            let newest = candidates
+                .iter()
+                .map(|c| c.created_at)
+                .max()
+                .unwrap_or(DateTime::<Utc>::MIN_UTC);
+            rules.within_cutoff = Some(
+                within
+                    .subtract_from(newest)
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC),
+            );
+        }
+        let mut decisions = decide(&candidates, &rules);
+        decisions.reverse(); // oldest first
+        for decision in decisions {
+            if interrupt::requested() {
+                return;
+            }
+            let mut reasons: Vec<String> = decision.reasons.iter().map(|r| r.to_string()).collect();
+            if let Some(anchor) = anchors.get(&decision.name) {
+                reasons.extend(anchor.iter().cloned());
+            }
+            let candidate = Candidate {
+                name: decision.name,
+                created_at: decision.created_at,
+            };
+            if reasons.is_empty() {
+                self.delete(selected, &candidate);
+            } else {
+                self.kept(of, &candidate, reasons);
+            }
+        }
+    }
+
+    /// The replicas of an instance: `--replica`, then those of the `push` records.
+    fn replicas(&self, of: &InstanceRef) -> Vec<Replica> {
+        let mut replicas = Vec::new();
+        if let Some(remote) = &self.args.replica {
+            replicas.push(Replica {
+                remote: remote.clone(),
+                project: self
+                    .args
+                    .replica_project
+                    .clone()
+                    .unwrap_or_else(|| of.project.clone()),
+                instance: of.instance.clone(),
+            });
+        }
+        for (source, replica) in &self.upstream.pushes {
+            if source.names(of) {
+                replicas.push(replica.clone());
+            }
+        }
+        replicas.sort();
+        replicas.dedup();
+        // An instance is not its own replica (`incus-prune standby:web --replica standby`).
+        replicas.retain(|r| {
+            !(r.remote == of.remote && r.project == of.project && r.instance == of.instance)
+        });
+        replicas
+    }
+
+    fn replica_snapshots(&self, replica: &Replica) -> incus_core::Result<ReplicaState> {
+        let client = self
+            .connections
+            .client(&replica.remote, Some(&replica.project))?;
+        match snapshots::list(&client, &replica.instance) {
+            Ok(list) => Ok(ReplicaState::Listed(list)),
+            Err(e) if e.is_not_found() => Ok(ReplicaState::Missing),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn kept(&self, of: &InstanceRef, candidate: &Candidate, reasons: Vec<String>) {
+        if !self.args.explain {
+            return;
+        }
+        self.output.emit(&Record::Kept(KeptRecord {
+            of: of.clone(),
+            name: candidate.name.clone(),
+            created_at: candidate.created_at,
+            reasons,
+            dry_run: self.args.dry_run,
+        }));
+    }
+
+    fn delete(&self, selected: &Selected, candidate: &Candidate) {
+        let of = &selected.of;
+        let record = || {
+            Record::Pruned(PrunedRecord {
+                of: of.clone(),
+                name: candidate.name.clone(),
+                created_at: candidate.created_at,
+                dry_run: self.args.dry_run,
+            })
+        };
+        if self.args.dry_run {
+            self.output.emit(&record());
+            return;
+        }
+        match snapshots::delete(&selected.client, &of.instance, &candidate.name) {
+            Ok(()) => self.output.emit(&record()),
+            // Gone meanwhile (expired, or deleted by hand): nothing to do.
+            Err(e) if e.is_not_found() => {
+                self.output
+                    .note(&format!("{}/{}: already gone", address(of), candidate.name))
+            }
+            Err(incus_core::Error::Cancelled) => {}
+            Err(e) => self.output.error(
+                Some(of),
+                &format!(
+                    "deleting snapshot {}/{}: {e}; it stays, the next run will try again",
+                    address(of),
+                    candidate.name
+                ),
+            ),
+        }
+    }
+}
+
+/// The newest snapshot of `ours` that `theirs` has too: same name, same creation time to
+/// the second (what Incus's refresh compares). `ours` is sorted oldest first.
+fn anchor<'a>(ours: &'a [Snapshot], theirs: &[Snapshot]) -> Option<&'a Snapshot> {
+    ours.iter().rev().find(|mine| {
+        theirs.iter().any(|other| {
+            other.name == mine.name && other.created_at.timestamp() == mine.created_at.timestamp()
+        })
+    })
+}
+
+fn address(of: &InstanceRef) -> String {
+    format!("{}:{}", of.remote, of.instance)
+}
+
+fn replica_address(replica: &Replica) -> String {
+    if replica.project == "default" {
+        format!("{}:{}", replica.remote, replica.instance)
+    } else {
+        format!(
+            "{}:{} (project {})",
+            replica.remote, replica.instance, replica.project
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(name: &str, secs: i64, nanos: u32) -> Snapshot {
+        Snapshot {
+            name: name.to_string(),
+            created_at: DateTime::from_timestamp(secs, nanos).unwrap_or_default(),
+            expires_at: None,
+            stateful: false,
+        }
+    }
+
+    #[test]
+    fn the_anchor_is_the_newest_shared_snapshot_compared_to_the_second() {
+        let ours = [
+            snap("a", 100, 0),
+            snap("b", 200, 5),
+            snap("c", 300, 0),
+            snap("d", 400, 0),
+        ];
+        let theirs = [snap("a", 100, 0), snap("b", 200, 999), snap("c", 301, 0)];
+        assert_eq!(anchor(&ours, &theirs).map(|s| s.name.as_str()), Some("b"));
+        assert!(anchor(&ours, &[]).is_none());
+        assert!(anchor(&ours, &[snap("d", 401, 0)]).is_none());
+    }
+
+    fn input(lines: &str) -> Vec<InputRecord> {
+        let output = Output::new(
+            "incus-prune",
+            incus_core::record::Format::Json,
+            Box::new(std::io::sink()),
+        );
+        incus_core::record::read_from(lines.as_bytes(), &output).unwrap_or_default()
+    }
+
+    #[test]
+    fn push_records_name_replicas_and_push_errors_mark_failures() {
+        let upstream = Upstream::from_input(&input(concat!(
+            "{\"type\":\"push\",\"remote\":\"local\",\"project\":\"default\",\"instance\":\"web\",\"target_remote\":\"standby\",\"target_project\":\"p\",\"target_instance\":\"web\",\"status\":\"copied\"}\n",
+            "{\"type\":\"error\",\"tool\":\"incus-push\",\"remote\":\"local\",\"project\":\"default\",\"instance\":\"db\",\"message\":\"x\"}\n",
+            "{\"type\":\"error\",\"tool\":\"incus-snap\",\"remote\":\"local\",\"project\":\"default\",\"instance\":\"mail\",\"message\":\"x\"}\n",
+        )));
+        let of = |name: &str| InstanceRef {
+            remote: "local".into(),
+            project: "default".into(),
+            instance: name.into(),
+        };
+        assert_eq!(upstream.pushes.len(), 1);
+        assert!(upstream.pushes[0].0.names(&of("web")));
+        assert_eq!(upstream.pushes[0].1.project, "p");
+        assert!(upstream.failed(&of("db")));
+        assert!(!upstream.failed(&of("mail")));
+        assert!(!upstream.failed(&of("web")));
+        let mut elsewhere = of("db");
+        elsewhere.project = "other".into();
+        assert!(!upstream.failed(&elsewhere));
+    }
+}

@@ -1,0 +1,91 @@
+//! Failures that disturb a whole daemon: the standby dying mid-transfer, a source that does
+//! not listen on the network. Each test changes the lab for a while, so they run one at a time
+//! (cargo runs test binaries one after the other; the lock orders the tests of this one).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use incus_standby_tests::{
+    Cmd, Instance, config_get, incus_ok, instance_exists, lab, repo_root, snapshots_of, tool,
+    unique,
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn standby_pid() -> String {
+    let pid_file = lab().standby_dir().join("lab.pid");
+    std::fs::read_to_string(&pid_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
+        .trim()
+        .to_string()
+}
+
+fn lab_up() {
+    Cmd::new(repo_root().join("scripts/lab.sh"))
+        .arg("up")
+        .timeout(Duration::from_secs(300))
+        .run()
+        .assert_success();
+}
+
+#[test]
+fn the_standby_dying_mid_transfer_fails_cleanly_and_the_next_run_converges() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Instance::launch("local", &unique("dis-crash"));
+    c.exec("dd if=/dev/urandom of=/root/big bs=1M count=200 2>/dev/null; sync");
+    c.snapshot("s1");
+    let mut child = tool("incus-push")
+        .args(["--to", "standby", &c.name])
+        .spawn();
+    for _ in 0..200 {
+        if instance_exists(&format!("standby:{}", c.name), None) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::process::Command::new("kill")
+        .args(["-KILL", &standby_pid()])
+        .status()
+        .expect("kill the standby daemon");
+    let output = child.wait_with_output().expect("incus-push ends");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    lab_up();
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains(&format!("local:{}", c.name)), "{stderr}");
+    assert!(stderr.contains("standby"), "{stderr}");
+    assert!(stdout.contains("\"type\":\"error\""), "{stdout}");
+    assert_eq!(c.snapshots(), ["s1"], "the source is never changed");
+    assert_eq!(c.status(), "Running");
+
+    let out = tool("incus-push").args(["--to", "standby", &c.name]).run();
+    out.assert_success();
+    let replica = format!("standby:{}", c.name);
+    assert_eq!(snapshots_of(&replica, None), ["s1"]);
+    assert_eq!(config_get(&replica, "user.incus-standby.restored"), "s1");
+    let out = tool("incus-push").args(["--to", "standby", &c.name]).run();
+    assert_eq!(out.records_of("push")[0]["status"], "up-to-date");
+}
+
+#[test]
+fn a_source_without_a_network_listener_names_the_modes_that_work() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let address = incus_ok(&["config", "get", "local:", "core.https_address"]);
+    let c = Instance::create("local", &unique("dis-nolisten"));
+    c.snapshot("s1");
+    incus_ok(&["config", "unset", "local:", "core.https_address"]);
+    let pull = tool("incus-push").args(["--to", "standby", &c.name]).run();
+    let relay = tool("incus-push")
+        .args(["--to", "standby", "--mode", "relay", &c.name])
+        .run();
+    incus_ok(&["config", "set", "local:", "core.https_address", &address]);
+    pull.assert_code(1);
+    let message = pull.records_of("error")[0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("--mode relay"), "{message}");
+    assert!(message.contains("listen"), "{message}");
+    relay.assert_success();
+    assert_eq!(snapshots_of(&format!("standby:{}", c.name), None), ["s1"]);
+}
