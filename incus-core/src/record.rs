@@ -302,6 +302,23 @@ impl Output {
         }
     }
 
+    /// Reports a failure about a whole remote (listing its instances, connecting to it).
+    pub fn remote_error(&self, remote: &str, project: Option<&str>, message: &str) {
+        let message = one_line(message);
+        self.errors.fetch_add(1, Ordering::SeqCst);
+        eprintln!("{}: error: {remote}: {message}", self.tool);
+        if self.format == Format::Json {
+            self.emit(&Record::Error(ErrorRecord {
+                tool: self.tool.to_string(),
+                remote: Some(remote.to_string()),
+                project: project.map(str::to_string),
+                instance: None,
+                message,
+                line: None,
+            }));
+        }
+    }
+
     /// Reports a malformed input line.
     pub fn malformed(&self, line: usize, why: &str) {
         self.errors.fetch_add(1, Ordering::SeqCst);

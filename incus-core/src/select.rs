@@ -200,7 +200,7 @@ pub fn gather(args: &TargetArgs, output: &Output) -> Result<Selection> {
                 let client = match connections.client(&remote, args.project.as_deref()) {
                     Ok(c) => c,
                     Err(e) => {
-                        output.error(None, &format!("{remote}: {e}"));
+                        output.remote_error(&remote, args.project.as_deref(), &e.to_string());
                         continue;
                     }
                 };
@@ -223,7 +223,11 @@ pub fn gather(args: &TargetArgs, output: &Output) -> Result<Selection> {
                             );
                         }
                     }
-                    Err(e) => output.error(None, &format!("listing instances: {e}")),
+                    Err(e) => output.remote_error(
+                        &remote,
+                        Some(client.project()),
+                        &format!("listing instances: {e}"),
+                    ),
                 }
             }
             Want::Instance {
@@ -271,8 +275,13 @@ pub fn gather(args: &TargetArgs, output: &Output) -> Result<Selection> {
                     None => output.error(
                         Some(&of),
                         &format!(
-                            "no instance \"{name}\" in project \"{}\" on remote \"{remote}\"; check the name with `incus list {remote}:`",
-                            client.project()
+                            "no instance \"{name}\" in project \"{project}\" on remote \"{remote}\"; check the name with `incus list {remote}:{flag}`",
+                            project = client.project(),
+                            flag = if client.project() == "default" {
+                                String::new()
+                            } else {
+                                format!(" --project {}", client.project())
+                            }
                         ),
                     ),
                 }

@@ -50,6 +50,13 @@ impl ScheduleArgs {
             return Ok(changes);
         }
         let cron = self.cron.as_deref().unwrap_or_default().trim();
+        // Incus reads an empty snapshots.schedule as "no schedule": an empty --cron (an unset
+        // shell variable) would quietly remove the schedule and leave its pattern and expiry.
+        if cron.is_empty() {
+            return Err(usage(
+                "--cron is empty; give 5 cron fields (\"50 20 * * *\") or @hourly, @daily, …, or use --off to remove the schedule",
+            ));
+        }
         validate_schedule(cron).map_err(|e| usage(e.to_string()))?;
         changes.insert(SCHEDULE.into(), cron.to_string());
         if let Some(pattern) = &self.pattern {

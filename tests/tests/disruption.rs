@@ -34,7 +34,7 @@ fn the_standby_dying_mid_transfer_fails_cleanly_and_the_next_run_converges() {
     let c = Instance::launch("local", &unique("dis-crash"));
     c.exec("dd if=/dev/urandom of=/root/big bs=1M count=200 2>/dev/null; sync");
     c.snapshot("s1");
-    let mut child = tool("incus-push")
+    let child = tool("incus-push")
         .args(["--to", "standby", &c.name])
         .spawn();
     for _ in 0..200 {
