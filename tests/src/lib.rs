@@ -912,6 +912,27 @@ impl Drop for Project {
     }
 }
 
+/// A copy of the lab's CLI configuration with one more remote, `gone`, that nothing answers.
+pub fn conf_with_an_unreachable_remote() -> tempfile::TempDir {
+    let lab = lab();
+    let conf = tempfile::tempdir().expect("tempdir");
+    for file in ["client.crt", "client.key"] {
+        std::fs::copy(lab.conf_dir().join(file), conf.path().join(file)).expect("copy");
+    }
+    std::fs::create_dir(conf.path().join("servercerts")).expect("mkdir");
+    std::fs::copy(
+        lab.conf_dir().join("servercerts/standby.crt"),
+        conf.path().join("servercerts/gone.crt"),
+    )
+    .expect("copy");
+    std::fs::write(
+        conf.path().join("config.yml"),
+        "default-remote: local\nremotes:\n  local:\n    addr: unix://\n    protocol: incus\n  gone:\n    addr: https://127.0.0.1:1\n    protocol: incus\n",
+    )
+    .expect("config");
+    conf
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

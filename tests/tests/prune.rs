@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use incus_standby_tests::{Cmd, Instance, bin_dir, lab, snapshots_of, tool, unique};
+use incus_standby_tests::{
+    Cmd, Instance, bin_dir, conf_with_an_unreachable_remote, snapshots_of, tool, unique,
+};
 use serde_json::Value;
 
 fn prune(args: &[&str]) -> incus_standby_tests::Output {
@@ -38,27 +40,6 @@ fn names_of(out: &incus_standby_tests::Output, ty: &str) -> Vec<String> {
 
 fn message_of(record: &Value) -> String {
     record["message"].as_str().unwrap_or_default().to_string()
-}
-
-/// A copy of the lab's CLI configuration with one more remote, `gone`, that nothing answers.
-fn conf_with_an_unreachable_remote() -> tempfile::TempDir {
-    let lab = lab();
-    let conf = tempfile::tempdir().expect("tempdir");
-    for file in ["client.crt", "client.key"] {
-        std::fs::copy(lab.conf_dir().join(file), conf.path().join(file)).expect("copy");
-    }
-    std::fs::create_dir(conf.path().join("servercerts")).expect("mkdir");
-    std::fs::copy(
-        lab.conf_dir().join("servercerts/standby.crt"),
-        conf.path().join("servercerts/gone.crt"),
-    )
-    .expect("copy");
-    std::fs::write(
-        conf.path().join("config.yml"),
-        "default-remote: local\nremotes:\n  local:\n    addr: unix://\n    protocol: incus\n  gone:\n    addr: https://127.0.0.1:1\n    protocol: incus\n",
-    )
-    .expect("config");
-    conf
 }
 
 fn push_record_line(name: &str, target_remote: &str) -> String {

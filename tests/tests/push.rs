@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use incus_standby_tests::{
-    Instance, config_get, incus, incus_ok, instance_exists, lab, snapshots_of, tool, unique,
+    Instance, conf_with_an_unreachable_remote, config_get, incus, incus_ok, instance_exists,
+    snapshots_of, tool, unique,
 };
 use serde_json::Value;
 
@@ -303,22 +304,7 @@ fn stdin_records_select_and_are_forwarded_first() {
 
 #[test]
 fn an_unreachable_standby_fails_naming_both_ends() {
-    let lab = lab();
-    let conf = tempfile::tempdir().expect("tempdir");
-    for file in ["client.crt", "client.key"] {
-        std::fs::copy(lab.conf_dir().join(file), conf.path().join(file)).expect("copy");
-    }
-    std::fs::create_dir(conf.path().join("servercerts")).expect("mkdir");
-    std::fs::copy(
-        lab.conf_dir().join("servercerts/standby.crt"),
-        conf.path().join("servercerts/gone.crt"),
-    )
-    .expect("copy");
-    std::fs::write(
-        conf.path().join("config.yml"),
-        "default-remote: local\nremotes:\n  gone:\n    addr: https://127.0.0.1:1\n    protocol: incus\n",
-    )
-    .expect("config");
+    let conf = conf_with_an_unreachable_remote();
     let c = Instance::create("local", &unique("push-gone"));
     c.snapshot("s1");
     let out = tool("incus-push")

@@ -1,7 +1,10 @@
 //! incus-snap against the real lab daemons: what `incus snapshot list`, `incus query` and
 //! `incus config get` show afterwards, the records, and the exit status.
 
-use incus_standby_tests::{Instance, Output, Project, incus_ok, lab, snapshots_of, tool, unique};
+use incus_standby_tests::{
+    Instance, Output, Project, conf_with_an_unreachable_remote, incus_ok, snapshots_of, tool,
+    unique,
+};
 use serde_json::Value;
 
 fn snap(args: &[&str]) -> Output {
@@ -267,22 +270,7 @@ fn an_unknown_instance_is_named_and_the_others_are_snapshotted() {
 
 #[test]
 fn an_unreachable_remote_is_named_and_the_others_are_snapshotted() {
-    let lab = lab();
-    let conf = tempfile::tempdir().expect("tempdir");
-    for file in ["client.crt", "client.key"] {
-        std::fs::copy(lab.conf_dir().join(file), conf.path().join(file)).expect("copy");
-    }
-    std::fs::create_dir(conf.path().join("servercerts")).expect("mkdir");
-    std::fs::copy(
-        lab.conf_dir().join("servercerts/standby.crt"),
-        conf.path().join("servercerts/gone.crt"),
-    )
-    .expect("copy");
-    std::fs::write(
-        conf.path().join("config.yml"),
-        "default-remote: local\nremotes:\n  gone:\n    addr: https://127.0.0.1:1\n    protocol: incus\n",
-    )
-    .expect("config");
+    let conf = conf_with_an_unreachable_remote();
     let c = Instance::create("local", &unique("snap-reach"));
     let out = tool("incus-snap")
         .env("INCUS_CONF", conf.path())
