@@ -22,6 +22,14 @@ pub struct Snapshot {
     pub stateful: bool,
 }
 
+/// `expires_at` as Incus takes it: RFC 3339, or the zero time for "never".
+fn expiry_text(expires_at: Option<DateTime<Utc>>) -> String {
+    match expires_at {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        None => NO_EXPIRY.to_string(),
+    }
+}
+
 fn path(instance: &str) -> String {
     format!("/instances/{}/snapshots", escape(instance))
 }
@@ -47,10 +55,7 @@ pub fn create(
     stateful: bool,
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<Option<Operation>> {
-    let expires = match expires_at {
-        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        None => NO_EXPIRY.to_string(),
-    };
+    let expires = expiry_text(expires_at);
     client.execute(
         &Request::post(
             path(instance),
@@ -80,4 +85,22 @@ pub fn restore(client: &Client, instance: &str, name: &str) -> Result<()> {
     let mut body = current.writable();
     body["restore"] = json!(name);
     super::instances::put(client, instance, body, etag)
+}
+
+/// Changes a snapshot's expiry (`None`: never expires).
+pub fn set_expiry(
+    client: &Client,
+    instance: &str,
+    name: &str,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<()> {
+    let expires = expiry_text(expires_at);
+    client.execute(
+        &Request::patch(
+            format!("{}/{}", path(instance), escape(name)),
+            json!({ "expires_at": expires }),
+        ),
+        &WaitOptions::plain(),
+    )?;
+    Ok(())
 }
