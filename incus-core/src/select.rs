@@ -17,7 +17,7 @@ use crate::remote::Remotes;
 /// The target flags every tool has.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct TargetArgs {
-    /// Instances to work on: [REMOTE:]INSTANCE, or REMOTE: for every instance on that remote
+    /// Instances to work on: INSTANCE or REMOTE:INSTANCE, or REMOTE: for every instance there
     #[arg(value_name = "TARGET")]
     pub targets: Vec<String>,
     /// Every instance on the default remote

@@ -211,6 +211,57 @@ impl Client {
         })
     }
 
+    /// Connects (lazily) over HTTPS to `url`, presenting `client_cert`/`client_key` and
+    /// accepting only the server certificate whose SHA-256 fingerprint is `fingerprint`: for
+    /// redeeming a trust token, before any `servercerts/` file exists. The project is
+    /// `default`. A server with another certificate is refused during the handshake, before
+    /// any request is sent ([`Error::CertificateMismatch`]).
+    pub fn connect_pinned(
+        remote: &str,
+        url: &str,
+        client_cert: &std::path::Path,
+        client_key: &std::path::Path,
+        fingerprint: &str,
+    ) -> Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let url = url.trim_end_matches('/').to_string();
+        let pinned = tls::pinned_tls_by_fingerprint(client_cert, client_key, fingerprint)?;
+        let http = reqwest::blocking::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tls_backend_preconfigured((*pinned.config).clone())
+            .build()
+            .map_err(|e| Error::Config(format!("HTTP client setup: {e}")))?;
+        Ok(Client {
+            remote: remote.to_string(),
+            project: "default".to_string(),
+            base: url.clone(),
+            endpoint: Endpoint::Https {
+                url,
+                client_cert: client_cert.to_path_buf(),
+                client_key: client_key.to_path_buf(),
+                server_cert: None,
+            },
+            http,
+            transport: Transport::Https {
+                tls: pinned.config,
+                pinned_path: format!("the fingerprint given for remote \"{remote}\""),
+                pinned: pinned.pinned,
+                refused: pinned.refused,
+            },
+            server: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// The fingerprint the server certificate is pinned to, when this is HTTPS.
+    pub fn pinned_fingerprint(&self) -> Option<&str> {
+        match &self.transport {
+            Transport::Https { pinned, .. } => Some(pinned),
+            Transport::Unix => None,
+        }
+    }
+
     /// The remote's name, as in `config.yml`.
     pub fn remote(&self) -> &str {
         &self.remote

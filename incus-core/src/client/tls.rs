@@ -116,6 +116,27 @@ pub fn pinned_tls(
             server_cert.display()
         ))
     })?;
+    pinned_tls_by_fingerprint(client_cert, client_key, &pinned)
+}
+
+/// Builds a TLS configuration that presents the client certificate and accepts only the
+/// server certificate whose fingerprint is `pinned` (64 hex digits), without any
+/// `servercerts/` file: what redeeming a trust token needs.
+pub fn pinned_tls_by_fingerprint(
+    client_cert: &Path,
+    client_key: &Path,
+    pinned: &str,
+) -> Result<PinnedTls> {
+    let pinned = pinned.to_ascii_lowercase();
+    if pinned.len() != 64 || !pinned.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::Config(format!(
+            "\"{pinned}\" is not a certificate fingerprint (64 hex digits of SHA-256)"
+        )));
+    }
+    let read = |path: &Path| {
+        std::fs::read(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))
+    };
     let cert_pem = read(client_cert)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<std::result::Result<_, _>>()
