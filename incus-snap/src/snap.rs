@@ -15,7 +15,7 @@ pub struct SnapArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
     /// Snapshot name, in the syntax of Incus's snapshots.pattern: text,
-    /// {{ creation_date|date:'<Go layout>' }} (UTC) and at most one %d counter
+    /// {{ creation_date|date:'GO_LAYOUT' }} (UTC) and at most one %d counter
     #[arg(long, value_name = "PATTERN", default_value = DEFAULT_PATTERN)]
     pub pattern: String,
     /// Expiry in Incus's syntax (30M 2H 1d 2w 1m 1y); default: none
