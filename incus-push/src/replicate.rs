@@ -187,13 +187,18 @@ impl Context<'_> {
         if args.dry_run {
             return Ok(record(&plan, true));
         }
-        let mut overrides: BTreeMap<String, Option<String>> = inert_overrides();
-        overrides.insert(SOURCE_KEY.into(), Some(marker.clone()));
         let pool = args.storage.clone().or_else(|| {
             replica
                 .as_ref()
                 .and_then(|r| root_disk(&r.devices).and_then(|(_, d)| d.get("pool").cloned()))
         });
+        if let Some(pool) = &pool
+            && !args.live
+        {
+            self.check_restore_keeps_pool(&target, &instance, pool)?;
+        }
+        let mut overrides: BTreeMap<String, Option<String>> = inert_overrides();
+        overrides.insert(SOURCE_KEY.into(), Some(marker.clone()));
         let transfer = Transfer {
             source,
             instance: &instance,
@@ -323,6 +328,38 @@ impl Context<'_> {
         Ok(())
     }
 
+    /// Incus 6.0 restores a snapshot's own devices: when the source's root disk comes from its
+    /// profiles, a restored replica gets the root disk of the standby's profiles, whatever pool
+    /// its volume is on, and can no longer start. Refuse that before sending anything.
+    fn check_restore_keeps_pool(
+        &self,
+        target: &Client,
+        instance: &Instance,
+        pool: &str,
+    ) -> Result<(), String> {
+        let restored_pool = match root_disk(&instance.devices) {
+            Some((_, device)) => device.get("pool").cloned(),
+            None => {
+                let mut found = None;
+                for name in &instance.profiles {
+                    let profile = profiles::get(target, name).map_err(|e| e.to_string())?;
+                    if let Some((_, device)) = root_disk(&profile.devices) {
+                        found = device.get("pool").cloned();
+                    }
+                }
+                found
+            }
+        };
+        match restored_pool {
+            Some(restored) if restored == pool => Ok(()),
+            restored => Err(format!(
+                "the replica's root disk would be on pool {pool}, but restoring it to its newest snapshot gives it the root disk of {} (Incus restores a snapshot's devices), and it could not start; nothing was sent: on {} make the profile put the root disk on {pool}, or use --live (no restore)",
+                restored.map_or_else(|| "no pool".to_string(), |p| format!("pool {p}")),
+                self.args.to
+            )),
+        }
+    }
+
     /// Restores the replica to the newest snapshot, then writes the source's config with the
     /// inert keys (a refresh does not update the config; a restore brings the snapshot's).
     fn finish_replica(
@@ -363,8 +400,11 @@ impl Context<'_> {
         body["config"] = serde_json::json!(config);
         body["devices"] = serde_json::json!(transfer.target_devices());
         body["profiles"] = serde_json::json!(transfer.instance.profiles);
-        instances::put(target, name, body, etag)
-            .map_err(|e| format!("writing the replica's configuration: {e}"))
+        instances::put(target, name, body, etag).map_err(|e| {
+            // Keep the replica recognisable and inert even so.
+            let _ = instances::patch_config(target, name, &config, None);
+            format!("writing the replica's configuration: {e}")
+        })
     }
 }
 

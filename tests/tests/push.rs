@@ -430,3 +430,25 @@ fn overlapping_runs_never_transfer_the_same_instance_at_once() {
     assert_eq!(snapshots_of(&format!("standby:{}", c.name), None), ["s1"]);
     assert_eq!(the_push_record(&push(&[&c.name]))["status"], "up-to-date");
 }
+
+#[test]
+fn storage_that_a_restore_would_undo_is_refused_before_anything_is_sent() {
+    // The source's root disk comes from its profile (pool default): a restored replica would
+    // get the standby profile's root disk on pool default while its volume is on btrfs.
+    let c = Instance::create("local", &unique("push-pool"));
+    c.snapshot("s1");
+    let out = push(&["--storage", "btrfs", &c.name]);
+    out.assert_code(1);
+    let message = out.records_of("error")[0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("--live"), "{message}");
+    assert!(message.contains("pool default"), "{message}");
+    assert!(!instance_exists(&format!("standby:{}", c.name), None));
+    // Without a restore the replica keeps its root disk where it was put.
+    push(&["--storage", "btrfs", "--live", &c.name]).assert_success();
+    let json = incus_ok(&["query", &format!("standby:/1.0/instances/{}", c.name)]);
+    let v: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
+    assert_eq!(v["expanded_devices"]["root"]["pool"], "btrfs", "{json}");
+}
