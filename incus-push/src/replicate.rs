@@ -135,8 +135,8 @@ impl Context<'_> {
                 ));
             }
         };
-        // Fresh state, now that the lock is ours.
-        let (instance, _) = instances::get(source, name).map_err(|e| e.to_string())?;
+        // The instance as listed moments ago; its snapshots read now that the lock is ours.
+        let instance = &selected.instance;
         let source_snapshots = snapshots::list(source, name).map_err(|e| e.to_string())?;
         let mut replica = match instances::get(&target, name) {
             Ok((replica, _)) => Some(replica),
@@ -183,7 +183,7 @@ impl Context<'_> {
         if plan == Plan::UpToDate {
             return Ok(record(&plan, args.dry_run));
         }
-        self.check_profiles(source, &target, &instance)?;
+        self.check_profiles(source, &target, instance)?;
         if args.dry_run {
             return Ok(record(&plan, true));
         }
@@ -195,13 +195,13 @@ impl Context<'_> {
         if let Some(pool) = &pool
             && !args.live
         {
-            self.check_restore_keeps_pool(&target, &instance, pool)?;
+            self.check_restore_keeps_pool(&target, instance, pool)?;
         }
         let mut overrides: BTreeMap<String, Option<String>> = inert_overrides();
         overrides.insert(SOURCE_KEY.into(), Some(marker.clone()));
         let transfer = Transfer {
             source,
-            instance: &instance,
+            instance,
             target: &target,
             target_name: name,
             refresh: replica.is_some(),
