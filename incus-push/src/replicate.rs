@@ -64,6 +64,7 @@ pub fn run(args: &Args, output: &Output) -> Result<()> {
         standby,
         standby_fingerprint,
         profiles: Mutex::new(BTreeMap::new()),
+        replicas: Mutex::new(BTreeMap::new()),
         progress: std::io::stderr().is_terminal(),
     };
     incus_core::parallel::map(&selection.instances, args.jobs, |selected| {
@@ -91,6 +92,9 @@ struct Context<'a> {
     args: &'a Args,
     standby: Client,
     standby_fingerprint: String,
+    /// The standby's instances per project with their snapshots, listed once (`None`: the
+    /// listing failed; every instance then reads its replica itself).
+    replicas: Mutex<BTreeMap<String, Option<BTreeMap<String, Instance>>>>,
     /// Profile names per standby project, listed once.
     profiles: Mutex<BTreeMap<String, BTreeSet<String>>>,
     progress: bool,
@@ -124,6 +128,42 @@ impl Context<'_> {
             selected.of.project,
             name
         );
+        let instance = &selected.instance;
+        let source_snapshots = snapshots::list(source, name).map_err(|e| e.to_string())?;
+        let ids = |list: &[snapshots::Snapshot]| {
+            list.iter()
+                .map(|s| SnapshotId::new(&s.name, s.created_at))
+                .collect::<Vec<_>>()
+        };
+        let source_ids = ids(&source_snapshots);
+        let record = |plan: &Plan, dry_run: bool| PushRecord {
+            of: selected.of.clone(),
+            target_remote: args.to.clone(),
+            target_project: target_project.clone(),
+            target_instance: name.clone(),
+            status: plan.status().to_string(),
+            snapshots: plan.sent(),
+            seconds: (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            dry_run,
+        };
+        // Fast path: the standby's listing (one call for all replicas) shows it current.
+        if let Some(listed) = self.listed_replica(&target, name)
+            && !listed.is_running()
+            && listed.config.get(SOURCE_KEY) == Some(&marker)
+            && listed.config.contains_key(SYNCED_KEY)
+            && let Some(listed_snapshots) = &listed.snapshots
+        {
+            let restored = listed.config.get(RESTORED_KEY).map(String::as_str);
+            let quick = plan(
+                &source_ids,
+                Some(&ids(listed_snapshots)),
+                restored,
+                args.live,
+            );
+            if quick == Plan::UpToDate {
+                return Ok(record(&quick, args.dry_run));
+            }
+        }
         let lock_name =
             lock::lock_name(&[prefix(&self.standby_fingerprint), &target_project, name]);
         let _lock = match lock::try_lock(&lock::lock_dir(), &lock_name)? {
@@ -135,9 +175,6 @@ impl Context<'_> {
                 ));
             }
         };
-        // The instance as listed moments ago; its snapshots read now that the lock is ours.
-        let instance = &selected.instance;
-        let source_snapshots = snapshots::list(source, name).map_err(|e| e.to_string())?;
         let mut replica = match instances::get(&target, name) {
             Ok((replica, _)) => Some(replica),
             Err(e) if e.is_not_found() => None,
@@ -159,27 +196,11 @@ impl Context<'_> {
             Some(_) => Some(snapshots::list(&target, name).map_err(|e| e.to_string())?),
             None => None,
         };
-        let ids = |list: &[snapshots::Snapshot]| {
-            list.iter()
-                .map(|s| SnapshotId::new(&s.name, s.created_at))
-                .collect::<Vec<_>>()
-        };
-        let source_ids = ids(&source_snapshots);
         let replica_ids = replica_snapshots.as_deref().map(ids);
         let restored = replica
             .as_ref()
             .and_then(|r| r.config.get(RESTORED_KEY).map(String::as_str));
         let plan = plan(&source_ids, replica_ids.as_deref(), restored, args.live);
-        let record = |plan: &Plan, dry_run: bool| PushRecord {
-            of: selected.of.clone(),
-            target_remote: args.to.clone(),
-            target_project: target_project.clone(),
-            target_instance: name.clone(),
-            status: plan.status().to_string(),
-            snapshots: plan.sent(),
-            seconds: (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-            dry_run,
-        };
         if plan == Plan::UpToDate {
             return Ok(record(&plan, args.dry_run));
         }
@@ -238,6 +259,21 @@ impl Context<'_> {
             self.finish_replica(&transfer, &target, name, newest.as_deref(), &overrides)
         })?;
         Ok(record(&plan, false))
+    }
+
+    /// The replica as the standby's one-call listing shows it.
+    fn listed_replica(&self, target: &Client, name: &str) -> Option<Instance> {
+        let mut cache = self.replicas.lock().ok()?;
+        let listing = cache
+            .entry(target.project().to_string())
+            .or_insert_with(|| {
+                instances::list_with_snapshots(target).ok().map(|list| {
+                    list.into_iter()
+                        .map(|instance| (instance.name.clone(), instance))
+                        .collect()
+                })
+            });
+        listing.as_ref()?.get(name).cloned()
     }
 
     fn check_replica(&self, replica: &Instance, marker: &str) -> Result<(), String> {

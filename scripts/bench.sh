@@ -1,0 +1,484 @@
+#!/usr/bin/env bash
+# Benchmarks of incus-snap, incus-push and incus-prune against the obvious alternative, the
+# `incus` CLI doing the same work in a shell loop, on the lab (scripts/lab.sh), in the same run.
+#
+#   scripts/bench.sh           full run (3 repetitions, medians): writes docs/bench.md
+#   scripts/bench.sh --quick   1 repetition, fewer instances: writes target/bench-quick.md
+#
+# Everything happens in a project of its own, "bench" (INCUS_BENCH_PROJECT overrides), created
+# on both lab daemons and deleted with its instances when the script ends, however it ends.
+# Nothing outside that project is touched. BENCH_NO_BUILD=1 skips the release build.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO=$PWD
+
+QUICK=false
+for a in "$@"; do
+    case "$a" in
+        --quick) QUICK=true ;;
+        -h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench: unknown argument: $a (usage: $0 [--quick])" >&2; exit 2 ;;
+    esac
+done
+
+if [ "$QUICK" = true ]; then
+    REPS=1 N_SNAP=20 N_PUSH=5 BIG_MB=100 OUT=$REPO/target/bench-quick.md
+else
+    REPS=3 N_SNAP=50 N_PUSH=20 BIG_MB=400 OUT=$REPO/docs/bench.md
+fi
+PROJECT=${INCUS_BENCH_PROJECT:-bench}
+MARK="incus-standby benchmark (scripts/bench.sh); deleted when the benchmark ends"
+JOBS=4
+
+# Nothing here reads the caller's stdin; the tools must not mistake it for piped records.
+exec </dev/null
+unset INCUS_PROJECT INCUS_REMOTE 2>/dev/null || true
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------
+# build and lab
+
+if [ ! -x /usr/bin/time ]; then
+    log "installing GNU time (/usr/bin/time)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y time >&2 || die "cannot install the time package"
+fi
+if [ "${BENCH_NO_BUILD:-}" != 1 ]; then
+    log "building the tools (release)"
+    cargo build --release --workspace --bins --examples >&2
+fi
+BIN=$REPO/target/release
+for b in incus-snap incus-push examples/policy_bench; do
+    [ -x "$BIN/$b" ] || die "$BIN/$b missing: build with cargo build --release --workspace --bins --examples"
+done
+scripts/lab.sh up
+eval "$(scripts/lab.sh env)"
+PRIMARY_PID=$(cat "$INCUS_LAB_DIR/primary/lab.pid")
+STANDBY_PID=$(cat "$INCUS_LAB_DIR/standby/lab.pid")
+HZ=$(getconf CLK_TCK)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/incus-bench.XXXXXX")
+
+# ---------------------------------------------------------------------------------------
+# the bench project, on both servers
+
+CREATED=()
+
+project_exists() { incus project show "$1:$PROJECT" >/dev/null 2>&1; }
+
+# Deletes the project's instances (and with them their snapshots), then the project.
+drop_project() {
+    local r=$1 names=() n
+    project_exists "$r" || return 0
+    while IFS= read -r n; do [ -n "$n" ] && names+=("$r:$n"); done \
+        < <(incus list "$r:" --project "$PROJECT" -f csv -c n)
+    if [ ${#names[@]} -gt 0 ]; then
+        incus delete --project "$PROJECT" --force "${names[@]}"
+    fi
+    incus project delete "$r:$PROJECT" >/dev/null
+}
+
+on_exit() {
+    local rc=$? r
+    trap - EXIT INT TERM
+    set +e
+    for r in "${CREATED[@]}"; do
+        log "deleting project $PROJECT on $r"
+        drop_project "$r" || log "warning: could not delete project $PROJECT on $r"
+    done
+    rm -rf "$TMP"
+    exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+for r in local standby; do
+    if project_exists "$r"; then
+        desc=$(incus project get "$r:$PROJECT" description --property 2>/dev/null || true)
+        [ "$desc" = "$MARK" ] ||
+            die "project $PROJECT already exists on $r and was not made by this script; set INCUS_BENCH_PROJECT"
+        log "removing a leftover project $PROJECT on $r (from an interrupted run)"
+        drop_project "$r"
+    fi
+    printf 'description: %s\nconfig:\n  features.images: "false"\n  features.profiles: "false"\n' "$MARK" |
+        incus project create "$r:$PROJECT" >/dev/null
+    CREATED+=("$r")
+done
+
+# The incus CLI in the bench project (the flag goes last: not for `incus exec … -- COMMAND`).
+bi() { incus "$@" --project "$PROJECT"; }
+
+create_instances() { # PREFIX COUNT: stopped busybox containers PREFIX-01 …
+    local i
+    for i in $(seq -w 1 "$2"); do bi init busybox "$1-$i" -q >/dev/null 2>&1 || bi init busybox "$1-$i" -q; done
+}
+
+instances_named() { # PREFIX: names of the project's instances that start with PREFIX-
+    bi list local: -f csv -c n | grep "^$1-" || true
+}
+
+# ---------------------------------------------------------------------------------------
+# measuring
+
+now() { date +%s.%N; }
+
+# CPU seconds (user+system, with waited-for children such as rsync) of both lab daemons.
+daemon_ticks() {
+    cat "/proc/$PRIMARY_PID/stat" "/proc/$STANDBY_PID/stat" | awk '{ s += $14 + $15 + $16 + $17 } END { print s }'
+}
+
+# CPU seconds of this shell's finished children (the CLI processes, our tools) in file $1.
+# `times` runs here, in this shell: in a command substitution it would count the subshell's.
+children_cpu_to() {
+    times >"$1"
+}
+cpu_of() {
+    awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, p, "m"); sub("s", "", p[2]); s += p[1] * 60 + p[2] } print s }' "$1"
+}
+
+# timed CASE SIDE COMMAND…: runs the command and appends "wall daemon_cpu client_cpu" to
+# $TMP/CASE.SIDE.
+timed() {
+    local key=$1.$2 c0 c1 t0 t1 u0 u1
+    shift 2
+    children_cpu_to "$TMP/times0"; c0=$(daemon_ticks); t0=$(now)
+    "$@"
+    t1=$(now); c1=$(daemon_ticks); children_cpu_to "$TMP/times1"
+    u0=$(cpu_of "$TMP/times0"); u1=$(cpu_of "$TMP/times1")
+    awk -v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" -v u0="$u0" -v u1="$u1" -v hz="$HZ" \
+        'BEGIN { printf "%.3f %.2f %.2f\n", t1 - t0, (c1 - c0) / hz, u1 - u0 }' >>"$TMP/$key"
+    log "  $key: $(tail -n 1 "$TMP/$key" | awk '{ printf "%.3f s wall, daemons %.2f s CPU", $1, $2 }')"
+}
+
+# rss LABEL COMMAND…: runs a tool of ours, appending "elapsed_s peak_rss_kib" to $TMP/rss.LABEL.
+rss() {
+    local label=$1
+    shift
+    /usr/bin/time -f '%e %M' -a -o "$TMP/rss.$label" "$@"
+}
+
+# Median of column COL of a results file (the lower middle one for an even count).
+median() {
+    awk -v c="$2" '{ print $c }' "$1" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
+all_values() {
+    awk -v c="$2" '{ printf "%s%s", sep, $c; sep = ", " }' "$1"
+}
+max_rss() { # LABEL…: the largest peak RSS in KiB over the labels' files
+    local f
+    for f in "$@"; do grep -hE '^[0-9.]+ [0-9]+$' "$TMP/rss.$f" | cut -d' ' -f2 || true; done | sort -n | tail -n 1
+}
+
+# A pause so that incus-snap's default names (second resolution) never repeat.
+next_second() { sleep 1.1; }
+
+# Stops the run if a tool reported anything but the statuses expected.
+expect_statuses() { # FILE COUNT STATUS_REGEX
+    local got
+    got=$(grep -c '"type":"push"' "$1" || true)
+    [ "$got" -eq "$2" ] || die "expected $2 push records in $1, got $got: $(head -c 600 "$1")"
+    if grep '"type":"push"' "$1" | grep -vqE "\"status\":\"($3)\""; then
+        die "unexpected push status in $1: $(grep -vE "\"status\":\"($3)\"" "$1" | head -n 3)"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------
+# case 1: incus-snap --all vs a loop of `incus snapshot create`
+
+log "case 1: creating $N_SNAP stopped instances"
+create_instances s "$N_SNAP"
+mapfile -t SNAP_SET < <(instances_named s)
+[ ${#SNAP_SET[@]} -eq "$N_SNAP" ] || die "expected $N_SNAP instances, found ${#SNAP_SET[@]}"
+
+c1_tool() { rss snap "$BIN/incus-snap" --project "$PROJECT" --all >"$TMP/c1.out"; }
+c1_cli() { local i; for i in "${SNAP_SET[@]}"; do bi snapshot create "$i"; done; }
+
+for rep in $(seq "$REPS"); do
+    log "case 1, run $rep/$REPS"
+    next_second
+    timed c1 tool c1_tool
+    [ "$(grep -c '"type":"snapshot"' "$TMP/c1.out")" -eq "$N_SNAP" ] || die "incus-snap did not take $N_SNAP snapshots"
+    timed c1 cli c1_cli
+done
+# Every instance now has 2 × REPS snapshots.
+bad=$(bi list local: -f csv -c nS | awk -F, -v n=$((2 * REPS)) '$1 ~ /^s-/ && $2 != n' | head -n 3)
+[ -z "$bad" ] || die "case 1: unexpected snapshot counts: $bad"
+log "case 1: deleting its instances"
+bi delete --force "${SNAP_SET[@]}"
+
+# ---------------------------------------------------------------------------------------
+# cases 2 and 3: incus-push vs a loop of `incus copy --refresh`
+
+log "cases 2-3: creating $N_PUSH instances with one snapshot each, replicated"
+create_instances p "$N_PUSH"
+mapfile -t PUSH_SET < <(instances_named p)
+[ ${#PUSH_SET[@]} -eq "$N_PUSH" ] || die "expected $N_PUSH instances, found ${#PUSH_SET[@]}"
+"$BIN/incus-snap" --project "$PROJECT" --all >/dev/null
+"$BIN/incus-push" --project "$PROJECT" --all --to standby --jobs "$JOBS" >"$TMP/setup.out"
+expect_statuses "$TMP/setup.out" "$N_PUSH" copied
+
+c2_tool() {
+    rss push2 "$BIN/incus-push" --project "$PROJECT" --all --to standby --jobs "$JOBS" >"$TMP/c2.out"
+}
+c2_cli() {
+    local i
+    for i in "${PUSH_SET[@]}"; do bi copy -q --target-project "$PROJECT" "$i" "standby:$i" --refresh; done
+}
+c3_tool() {
+    rss snap3 "$BIN/incus-snap" --project "$PROJECT" --all |
+        rss push3 "$BIN/incus-push" --to standby --jobs "$JOBS" >"$TMP/c3.out"
+}
+c3_cli() {
+    local i
+    for i in "${PUSH_SET[@]}"; do
+        bi snapshot create "$i"
+        bi copy -q --target-project "$PROJECT" "$i" "standby:$i" --refresh
+    done
+}
+
+# Our tool's runs come first: a CLI refresh replaces the replica's configuration (with the
+# source's, volatile keys included), which drops incus-push's marker, so after it incus-push
+# would (rightly) refuse the replicas without --adopt.
+for rep in $(seq "$REPS"); do
+    log "case 2 (nothing new), incus-push run $rep/$REPS"
+    timed c2 tool c2_tool
+    expect_statuses "$TMP/c2.out" "$N_PUSH" up-to-date
+done
+for rep in $(seq "$REPS"); do
+    log "case 3 (one new snapshot each), incus-snap | incus-push run $rep/$REPS"
+    next_second
+    timed c3 tool c3_tool
+    expect_statuses "$TMP/c3.out" "$N_PUSH" "[a-z-]+"
+    grep '"type":"push"' "$TMP/c3.out" | grep -q '"status":"up-to-date"' &&
+        die "case 3: incus-push found nothing new: $(head -n 2 "$TMP/c3.out")"
+done
+for rep in $(seq "$REPS"); do
+    log "case 2 (nothing new), CLI loop run $rep/$REPS"
+    timed c2 cli c2_cli
+done
+for rep in $(seq "$REPS"); do
+    log "case 3 (one new snapshot each), CLI loop run $rep/$REPS"
+    timed c3 cli c3_cli
+done
+# The replicas have every snapshot of their source.
+for i in "${PUSH_SET[@]}"; do
+    src=$(incus query "local:/1.0/instances/$i/snapshots?project=$PROJECT" | grep -o '"[^"]*"' | sort)
+    dst=$(incus query "standby:/1.0/instances/$i/snapshots?project=$PROJECT" | grep -o '"[^"]*"' | sort)
+    [ "$src" = "$dst" ] || die "case 3: $i: the replica's snapshots differ: $src vs $dst"
+done
+log "cases 2-3: deleting their instances"
+bi delete --force "${PUSH_SET[@]}"
+mapfile -t replicas < <(bi list standby: -f csv -c n)
+[ ${#replicas[@]} -eq 0 ] || bi delete --force "${replicas[@]/#/standby:}"
+
+# ---------------------------------------------------------------------------------------
+# case 4: one full copy of an instance with BIG_MB MB of random data
+
+log "case 4: an instance with $BIG_MB MB of random data"
+bi launch busybox big -q >/dev/null 2>&1 || bi launch busybox big -q
+incus exec --project "$PROJECT" big -- dd if=/dev/urandom of=/root/random bs=1M count="$BIG_MB" 2>/dev/null
+incus exec --project "$PROJECT" big -- sync
+timeout 60 incus stop --project "$PROJECT" big || bi stop --force big
+drop_replica() { if bi info standby:big >/dev/null 2>&1; then bi delete --force standby:big; fi; }
+c4_tool() { rss push4 "$BIN/incus-push" --project "$PROJECT" --to standby big >"$TMP/c4.out"; }
+c4_cli() { bi copy -q --target-project "$PROJECT" big standby:big; }
+replica_bytes() { stat -c %s "$INCUS_LAB_STANDBY_DIR/storage-pools/default/containers/${PROJECT}_big/rootfs/root/random"; }
+for rep in $(seq "$REPS"); do
+    log "case 4, run $rep/$REPS"
+    drop_replica; sync
+    timed c4 tool c4_tool
+    expect_statuses "$TMP/c4.out" 1 copied
+    [ "$(replica_bytes)" -eq $((BIG_MB * 1024 * 1024)) ] || die "case 4: the replica's data is incomplete"
+    drop_replica; sync
+    timed c4 cli c4_cli
+    [ "$(replica_bytes)" -eq $((BIG_MB * 1024 * 1024)) ] || die "case 4: the CLI's replica is incomplete"
+done
+drop_replica
+
+# ---------------------------------------------------------------------------------------
+# case 6: incus-prune's retention policy on 10,000 snapshots
+
+for rep in $(seq "$REPS"); do
+    log "case 6, run $rep/$REPS"
+    line=$("$BIN/examples/policy_bench")
+    log "  $line"
+    ms=$(sed -n 's/^policy: \([0-9]*\) snapshots in \([0-9.]*\) ms$/\2/p' <<<"$line")
+    [ -n "$ms" ] || die "unexpected policy_bench output: $line"
+    echo "$ms" >>"$TMP/c6"
+    POLICY_COUNT=$(sed -n 's/^policy: \([0-9]*\) snapshots.*/\1/p' <<<"$line")
+done
+
+# ---------------------------------------------------------------------------------------
+# the report
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+# met VALUE OP TARGET: whether the target is met; "narrowly" for a speed-up within 10 % of it.
+met() {
+    awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {
+        ok = (op == ">=" ? v >= t : v <= t)
+        close_call = (op == ">=" && v < t * 1.1)
+        print (ok ? (close_call ? "**met** (narrowly)" : "**met**") : "**missed**")
+    }'
+}
+fmt_s() { awk -v v="$1" 'BEGIN { printf (v < 10 ? "%.3f s" : "%.2f s"), v }'; }
+per_inst() { awk -v v="$1" -v n="$2" 'BEGIN { printf "%.1f ms", v * 1000 / n }'; }
+
+# row CASE SIDE LABEL COUNT: one table row.
+row() {
+    local f=$TMP/$1.$2 w
+    w=$(median "$f" 1)
+    printf '| %s | %s | %s | %s | %s s | %s s |\n' "$3" "$(fmt_s "$w")" "$(per_inst "$w" "$4")" \
+        "$(all_values "$f" 1)" "$(median "$f" 2)" "$(median "$f" 3)"
+}
+NPROC=$(nproc)
+# where CASE: where the time goes, from the medians.
+where() {
+    local t=$TMP/$1.tool c=$TMP/$1.cli
+    awk -v wt="$(median "$t" 1)" -v dt="$(median "$t" 2)" -v ct="$(median "$t" 3)" \
+        -v wc="$(median "$c" 1)" -v dc="$(median "$c" 2)" -v cc="$(median "$c" 3)" -v n="$NPROC" 'BEGIN {
+        printf "Where the time goes: our side kept the daemons busy for %.2f s of CPU (client %.2f s) in %.2f s of wall time; ", dt, ct, wt
+        printf "the CLI loop for %.2f s of CPU (client %.2f s) in %.2f s. ", dc, cc, wc
+        lb = dt / n
+        if (lb > 0) printf "With %d CPUs, the daemons%s work for our side alone takes at least %.2f s, which caps the speed-up at about %.1fx on this machine", n, "\047", lb, wc / lb
+        if (wt > 0 && lb / wt >= 0.6) printf ": the daemons%s CPU time dominates our side (they kept %.0f %% of the CPUs busy during it).\n", "\047", 100 * lb / wt
+        else printf ".\n"
+    }'
+}
+header() {
+    echo '| Side | Wall time (median) | Per instance | All runs (s) | Daemons CPU (median) | Client CPU (median) |'
+    echo '|---|---|---|---|---|---|'
+}
+
+C1_R=$(ratio "$(median "$TMP/c1.cli" 1)" "$(median "$TMP/c1.tool" 1)")
+C2_R=$(ratio "$(median "$TMP/c2.cli" 1)" "$(median "$TMP/c2.tool" 1)")
+C3_R=$(ratio "$(median "$TMP/c3.cli" 1)" "$(median "$TMP/c3.tool" 1)")
+C4_R=$(ratio "$(median "$TMP/c4.tool" 1)" "$(median "$TMP/c4.cli" 1)")
+mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+RSS_MB=$(mb "$(max_rss push2 push3 push4)")
+SNAP_RSS_MB=$(mb "$(max_rss snap)")
+C6_MS=$(median "$TMP/c6" 1)
+
+MEM_GIB=$(awk '/^MemTotal:/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)
+CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+INCUS_VERSION=$(incus version | tr '\n' ';' | sed 's/;$//; s/;/, /g')
+FS=$(stat -f -c %T "$INCUS_LAB_DIR")
+
+mkdir -p "$(dirname "$OUT")"
+{
+    echo "# Benchmarks"
+    echo
+    if [ "$QUICK" = true ]; then
+        echo "Quick run (\`scripts/bench.sh --quick\`: 1 run per measurement, fewer instances); the reference numbers are in docs/bench.md."
+    else
+        echo "Written by \`scripts/bench.sh\` (rerun it to reproduce; \`--quick\` for a short run)."
+    fi
+    echo
+    echo "## Machine"
+    echo
+    echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "- CPU: $(nproc) × ${CPU_MODEL:-unknown} (\`nproc\` = $(nproc)); memory: $MEM_GIB GiB; kernel $(uname -r)"
+    echo "- Incus: $INCUS_VERSION; the two lab daemons of \`scripts/lab.sh\` on this machine (standby reached over HTTPS on 127.0.0.1), storage pool \`default\` (dir driver, on $FS)"
+    echo "- Tools: release build, $(rustc -V 2>/dev/null || echo 'rustc unknown')"
+    echo "- Load average (1, 5, 15 min) when the measurements started: $LOAD_START; when they ended: $(cut -d' ' -f1-3 /proc/loadavg) (other work on this machine shares its CPUs and disk)"
+    echo
+    echo "## Method"
+    echo
+    echo "Each of our tools is measured against the obvious alternative: the \`incus\` CLI doing the same work in a shell loop, one instance after the other."
+    echo "Both sides run against the same two daemons, in the same run of the script, in a project of their own (\`$PROJECT\`, on both servers, deleted afterwards)."
+    echo "Wall time is taken with \`date +%s.%N\` around the whole command or loop; every figure is the median of $REPS run(s) (all runs are listed)."
+    echo "\"Daemons CPU\" is the user+system CPU time both incusd processes (with their waited-for children such as rsync) used during the measurement, from /proc/PID/stat;"
+    echo "\"Client CPU\" is that of the client processes (our tool, or all the \`incus\` invocations of the loop)."
+    echo "The lab daemons may be shared with other work on this machine, which can add noise to the daemons' CPU time."
+    echo "Instances are stopped busybox containers (a few MB each) unless said otherwise. incus-push runs in its default mode (pull: the standby connects to the primary), like \`incus copy\`."
+    echo
+    echo "## 1. Snapshots: incus-snap"
+    echo
+    echo "$N_SNAP stopped instances, one snapshot each per run."
+    echo "Ours: \`incus-snap --project $PROJECT --all\` (default \`--jobs 4\`). CLI: \`for i in …; do incus snapshot create --project $PROJECT \$i; done\`."
+    echo
+    header
+    row c1 tool "incus-snap --all" "$N_SNAP"
+    row c1 cli "CLI loop" "$N_SNAP"
+    echo
+    echo "Speed-up: **${C1_R}x** (target ≥ 2x): $(met "$C1_R" '>=' 2). Peak RSS of incus-snap: $SNAP_RSS_MB MB."
+    echo
+    where c1
+    echo
+    echo "## 2. Replication, nothing new: incus-push"
+    echo
+    echo "$N_PUSH instances with one snapshot each, already replicated."
+    echo "Ours: \`incus-push --project $PROJECT --all --to standby --jobs $JOBS\` (it compares the snapshot lists and sends nothing)."
+    echo "CLI: \`for i in …; do incus copy -q --project $PROJECT --target-project $PROJECT \$i standby:\$i --refresh; done\` (refreshing the same replicas; the CLI's refresh always re-syncs the instance's volume, and also copies the source's configuration, volatile keys included)."
+    echo
+    header
+    row c2 tool "incus-push --all" "$N_PUSH"
+    row c2 cli "CLI loop" "$N_PUSH"
+    echo
+    echo "Speed-up: **${C2_R}x** (target ≥ 20x): $(met "$C2_R" '>=' 20)."
+    echo
+    where c2
+    echo
+    echo "## 3. Replication, one new snapshot each: incus-snap | incus-push"
+    echo
+    echo "The same $N_PUSH instances; each run snapshots every instance, then replicates the new snapshot."
+    echo "Ours: \`incus-snap --project $PROJECT --all | incus-push --to standby --jobs $JOBS\`."
+    echo "CLI: \`for i in …; do incus snapshot create --project $PROJECT \$i; incus copy -q --project $PROJECT --target-project $PROJECT \$i standby:\$i --refresh; done\`."
+    echo "incus-push does a little more than the CLI: after the transfer it restores each replica to its newest snapshot and rewrites its configuration (inert: no autostart, no schedule)."
+    echo "(Our runs come first: the CLI's refresh rewrites the replicas' configuration, which removes incus-push's marker.)"
+    echo
+    header
+    row c3 tool "incus-snap \| incus-push" "$N_PUSH"
+    row c3 cli "CLI loop" "$N_PUSH"
+    echo
+    echo "Speed-up: **${C3_R}x** (target ≥ 2x): $(met "$C3_R" '>=' 2)."
+    echo "Of our side's wall time, incus-snap took $(median <(cut -d' ' -f1 "$TMP/rss.snap3" | grep -E '^[0-9.]+$') 1) s (median), incus-push the rest."
+    echo
+    where c3
+    echo
+    echo "## 4. One full copy of $BIG_MB MB"
+    echo
+    echo "One stopped instance holding $BIG_MB MB from /dev/urandom (written with \`dd\` inside it), no snapshots; the replica is deleted before every copy, and the two sides alternate."
+    echo "Ours: \`incus-push --project $PROJECT --to standby big\`. CLI: \`incus copy -q --project $PROJECT --target-project $PROJECT big standby:big\`."
+    echo
+    header
+    row c4 tool "incus-push" 1
+    row c4 cli "incus copy" 1
+    echo
+    echo "incus-push / incus copy: **${C4_R}x** (target ≤ 1.05x): $(met "$C4_R" '<=' 1.05)."
+    echo
+    awk -v dt="$(median "$TMP/c4.tool" 2)" -v dc="$(median "$TMP/c4.cli" 2)" \
+        -v lt="$(sort -g "$TMP/c4.tool" | head -n 1 | cut -d' ' -f1)" -v ht="$(sort -g "$TMP/c4.tool" | tail -n 1 | cut -d' ' -f1)" \
+        -v lc="$(sort -g "$TMP/c4.cli" | head -n 1 | cut -d' ' -f1)" -v hc="$(sort -g "$TMP/c4.cli" | tail -n 1 | cut -d' ' -f1)" 'BEGIN {
+        printf "Where the time goes: the transfer itself, done by the daemons for both sides (%.2f s of their CPU for incus-push, %.2f s for incus copy); ", dt, dc
+        printf "wall times ranged over %.2f–%.2f s for incus-push and %.2f–%.2f s for incus copy", lt, ht, lc, hc
+        if (lt <= hc && lc <= ht) printf ": the ranges overlap, the difference is within the run-to-run noise of this machine.\n"
+        else printf ": the ranges do not overlap.\n"
+    }'
+    echo
+    echo "## 5. Memory of incus-push"
+    echo
+    echo "Peak RSS (\`/usr/bin/time -f %M\`) of incus-push over every run of cases 2 to 4: **$RSS_MB MB** (target < 30 MB): $(met "$RSS_MB" '<=' 29.999)."
+    echo "By case (largest of the runs): nothing new $(mb "$(max_rss push2)") MB, one new snapshot each $(mb "$(max_rss push3)") MB, full copy $(mb "$(max_rss push4)") MB."
+    echo
+    echo "## 6. incus-prune's retention policy"
+    echo
+    echo "\`target/release/examples/policy_bench\`: deciding $POLICY_COUNT snapshots (one every 15 minutes, about 104 days) with \`--keep-last 10 --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --keep-yearly 3\`; the example prints the best of 20 decisions, the figure is the median of $REPS run(s) of it ($(all_values "$TMP/c6" 1) ms)."
+    echo
+    echo "**$C6_MS ms** (target < 10 ms): $(met "$C6_MS" '<=' 9.999)."
+    echo
+    echo "## Summary"
+    echo
+    echo "| Case | Result | Target | Met |"
+    echo "|---|---|---|---|"
+    echo "| 1. incus-snap, $N_SNAP snapshots | ${C1_R}x faster | ≥ 2x | $(met "$C1_R" '>=' 2) |"
+    echo "| 2. incus-push, nothing new ($N_PUSH) | ${C2_R}x faster | ≥ 20x | $(met "$C2_R" '>=' 20) |"
+    echo "| 3. incus-push, one new snapshot each ($N_PUSH) | ${C3_R}x faster | ≥ 2x | $(met "$C3_R" '>=' 2) |"
+    echo "| 4. full copy, $BIG_MB MB | ${C4_R}x the time of incus copy | ≤ 1.05x | $(met "$C4_R" '<=' 1.05) |"
+    echo "| 5. incus-push peak RSS | $RSS_MB MB | < 30 MB | $(met "$RSS_MB" '<=' 29.999) |"
+    echo "| 6. policy, $POLICY_COUNT snapshots | $C6_MS ms | < 10 ms | $(met "$C6_MS" '<=' 9.999) |"
+} >"$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+log "wrote $OUT"
