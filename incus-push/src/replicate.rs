@@ -92,7 +92,7 @@ struct Context<'a> {
     args: &'a Args,
     standby: Client,
     standby_fingerprint: String,
-    /// The standby's instances per project with their snapshots, listed once (`None`: the
+    /// The standby's instances per project, listed once (`None`: the
     /// listing failed; every instance then reads its replica itself).
     replicas: Mutex<BTreeMap<String, Option<BTreeMap<String, Instance>>>>,
     /// Profile names per standby project, listed once.
@@ -146,17 +146,18 @@ impl Context<'_> {
             seconds: (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
             dry_run,
         };
-        // Fast path: the standby's listing (one call for all replicas) shows it current.
+        // Fast path: the standby's listing (one call for all replicas) and the replica's
+        // snapshots show it current.
         if let Some(listed) = self.listed_replica(&target, name)
             && !listed.is_running()
             && listed.config.get(SOURCE_KEY) == Some(&marker)
             && listed.config.contains_key(SYNCED_KEY)
-            && let Some(listed_snapshots) = &listed.snapshots
+            && let Ok(listed_snapshots) = snapshots::list(&target, name)
         {
             let restored = listed.config.get(RESTORED_KEY).map(String::as_str);
             let quick = plan(
                 &source_ids,
-                Some(&ids(listed_snapshots)),
+                Some(&ids(&listed_snapshots)),
                 restored,
                 args.live,
             );
@@ -267,7 +268,7 @@ impl Context<'_> {
         let listing = cache
             .entry(target.project().to_string())
             .or_insert_with(|| {
-                instances::list_with_snapshots(target).ok().map(|list| {
+                instances::list(target, false).ok().map(|list| {
                     list.into_iter()
                         .map(|instance| (instance.name.clone(), instance))
                         .collect()

@@ -452,3 +452,45 @@ fn storage_that_a_restore_would_undo_is_refused_before_anything_is_sent() {
     let v: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
     assert_eq!(v["expanded_devices"]["root"]["pool"], "btrfs", "{json}");
 }
+
+#[test]
+fn wide_parallel_runs_never_hang() {
+    // Regression: with many jobs, a request on a reused unix-socket connection to Incus could
+    // wait for an answer that never came (60 s, then a retry).
+    let project = incus_standby_tests::Project::on_both(&unique("push-wide"));
+    for i in 0..16 {
+        let c = incus_standby_tests::Instance::builder("local", &format!("w{i}"))
+            .project(&project.name)
+            .stopped()
+            .build();
+        c.snapshot("s1");
+        std::mem::forget(c); // the project guard deletes them
+    }
+    let run = || {
+        tool("incus-push")
+            .args([
+                "--to",
+                "standby",
+                "--project",
+                &project.name,
+                "--all",
+                "--jobs",
+                "16",
+            ])
+            .timeout(Duration::from_secs(20))
+            .run()
+    };
+    let first = run();
+    first.assert_success();
+    assert_eq!(first.records_of("push").len(), 16);
+    for _ in 0..8 {
+        let out = run();
+        out.assert_success();
+        let statuses: Vec<Value> = out
+            .records_of("push")
+            .iter()
+            .map(|r| r["status"].clone())
+            .collect();
+        assert_eq!(statuses, vec![Value::from("up-to-date"); 16]);
+    }
+}

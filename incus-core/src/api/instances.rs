@@ -41,9 +41,6 @@ pub struct Instance {
     pub project: String,
     #[serde(default)]
     pub created_at: Option<DateTime<Utc>>,
-    /// The snapshots, only in listings with `recursion=2` ([`list_with_snapshots`]).
-    #[serde(default, skip_serializing)]
-    pub snapshots: Option<Vec<super::snapshots::Snapshot>>,
 }
 
 impl Instance {
@@ -86,21 +83,6 @@ pub fn list(client: &Client, all_projects: bool) -> Result<Vec<Instance>> {
         request = request.all_projects();
     }
     let mut instances: Vec<Instance> = client.fetch(&request)?.0;
-    for instance in &mut instances {
-        if instance.project.is_empty() {
-            instance.project = client.project().to_string();
-        }
-    }
-    Ok(instances)
-}
-
-/// Every instance of the client's project with its snapshots and state (`recursion=2`): one
-/// call instead of one per instance. The state makes it costly on servers with many running
-/// instances; use it where most are stopped (a standby).
-pub fn list_with_snapshots(client: &Client) -> Result<Vec<Instance>> {
-    let mut instances: Vec<Instance> = client
-        .fetch(&Request::get("/instances").query("recursion", "2"))?
-        .0;
     for instance in &mut instances {
         if instance.project.is_empty() {
             instance.project = client.project().to_string();

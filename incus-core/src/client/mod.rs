@@ -166,8 +166,14 @@ impl Client {
             .timeout(Duration::from_secs(120))
             .pool_idle_timeout(Duration::from_secs(30));
         let (http, base, transport) = match &endpoint {
+            // No connection reuse on the socket: with many parallel requests, a request sent
+            // on a reused connection sometimes got no answer from Incus 6.0 (a 60 s stall).
+            // A new unix connection costs microseconds.
             Endpoint::Unix(path) => (
-                builder.unix_socket(path.clone()).build(),
+                builder
+                    .unix_socket(path.clone())
+                    .pool_max_idle_per_host(0)
+                    .build(),
                 "http://unix.socket".to_string(),
                 Transport::Unix,
             ),
@@ -184,9 +190,11 @@ impl Client {
                     ))
                 })?;
                 let pinned = tls::pinned_tls(remote, client_cert, client_key, &server_cert)?;
-                let http = builder
-                    .tls_backend_preconfigured((*pinned.config).clone())
-                    .build();
+                // HTTP/2 when the server offers it (Incus does): every request of a run
+                // shares one connection. Websockets (relay) use the config without ALPN.
+                let mut http_tls = (*pinned.config).clone();
+                http_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                let http = builder.tls_backend_preconfigured(http_tls).build();
                 (
                     http,
                     url.clone(),
