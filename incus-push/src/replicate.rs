@@ -397,8 +397,9 @@ impl Context<'_> {
         }
     }
 
-    /// Restores the replica to the newest snapshot, then writes the source's config with the
-    /// inert keys (a refresh does not update the config; a restore brings the snapshot's).
+    /// Restores the replica to the newest snapshot and marks it inert; with `--live`, writes
+    /// the source's current config with the inert keys instead (a refresh does not update
+    /// the config).
     fn finish_replica(
         &self,
         transfer: &Transfer,
@@ -407,10 +408,22 @@ impl Context<'_> {
         newest: Option<&str>,
         overrides: &BTreeMap<String, Option<String>>,
     ) -> Result<(), String> {
+        let synced_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         if let Some(snapshot) = newest {
             snapshots::restore(target, name, snapshot)
                 .map_err(|e| format!("restoring the replica to {snapshot}: {e}"))?;
+            // The replica is now the snapshot, configuration included: only the inert keys
+            // and the markers change (a merge, no operation).
+            let mut changes: BTreeMap<String, String> = overrides
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone().unwrap_or_default()))
+                .collect();
+            changes.insert(RESTORED_KEY.into(), snapshot.to_string());
+            changes.insert(SYNCED_KEY.into(), synced_at);
+            return instances::patch_config(target, name, &changes, None)
+                .map_err(|e| format!("writing the replica's configuration: {e}"));
         }
+        // --live: the refresh left the configuration of the first copy; write the source's.
         let (replica, etag) = instances::get(target, name).map_err(|e| e.to_string())?;
         let mut config = transfer.target_config();
         config.remove("volatile.base_image");
@@ -425,14 +438,8 @@ impl Context<'_> {
                 None => config.remove(key),
             };
         }
-        match newest {
-            Some(snapshot) => config.insert(RESTORED_KEY.into(), snapshot.to_string()),
-            None => config.remove(RESTORED_KEY),
-        };
-        config.insert(
-            SYNCED_KEY.into(),
-            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        );
+        config.remove(RESTORED_KEY);
+        config.insert(SYNCED_KEY.into(), synced_at);
         let mut body = replica.writable();
         body["config"] = serde_json::json!(config);
         body["devices"] = serde_json::json!(transfer.target_devices());

@@ -79,12 +79,15 @@ pub fn delete(client: &Client, instance: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Restores the instance's root filesystem (and configuration) to a snapshot.
+/// Restores the instance's root filesystem, configuration and devices to a snapshot (as
+/// `incus snapshot restore`: a PUT that carries only `restore`).
 pub fn restore(client: &Client, instance: &str, name: &str) -> Result<()> {
-    let (current, etag) = super::instances::get(client, instance)?;
-    let mut body = current.writable();
-    body["restore"] = json!(name);
-    super::instances::put(client, instance, body, etag)
+    super::instances::put(
+        client,
+        instance,
+        json!({ "restore": name, "stateful": false }),
+        None,
+    )
 }
 
 /// Changes a snapshot's expiry (`None`: never expires).
