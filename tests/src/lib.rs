@@ -472,6 +472,18 @@ impl Output {
             .collect()
     }
 
+    /// The message of the first `error` record (panics, showing the output, if there is none).
+    #[track_caller]
+    pub fn first_error(&self) -> String {
+        match self.records_of("error").first() {
+            Some(record) => record["message"].as_str().unwrap_or_default().to_string(),
+            None => panic!(
+                "no error record\nstdout:\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            ),
+        }
+    }
+
     /// Panics, showing stdout and stderr, unless the exit code is `code`.
     #[track_caller]
     pub fn assert_code(&self, code: i32) -> &Self {

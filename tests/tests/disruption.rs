@@ -80,10 +80,7 @@ fn a_source_without_a_network_listener_names_the_modes_that_work() {
         .run();
     incus_ok(&["config", "set", "local:", "core.https_address", &address]);
     pull.assert_code(1);
-    let message = pull.records_of("error")[0]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let message = pull.first_error();
     assert!(message.contains("--mode relay"), "{message}");
     assert!(message.contains("listen"), "{message}");
     relay.assert_success();

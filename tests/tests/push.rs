@@ -204,10 +204,7 @@ fn a_running_replica_is_refused_and_left_alone() {
     c.snapshot("s2");
     let out = push(&[&c.name]);
     out.assert_code(1);
-    let message = out.records_of("error")[0]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let message = out.first_error();
     assert!(message.contains("running"), "{message}");
     assert!(message.contains(&format!("local:{}", c.name)), "{message}");
     assert!(message.contains("standby"), "{message}");
@@ -225,10 +222,7 @@ fn a_foreign_instance_is_refused_unless_adopted() {
     c.snapshot("s1");
     let out = push(&[&c.name]);
     out.assert_code(1);
-    let message = out.records_of("error")[0]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let message = out.first_error();
     assert!(message.contains("--adopt"), "{message}");
     assert_eq!(foreign.snapshots(), ["theirs"]);
     push(&["--adopt", &c.name]).assert_success();
@@ -312,10 +306,7 @@ fn an_unreachable_standby_fails_naming_both_ends() {
         .args(["--to", "gone", &c.name])
         .run();
     out.assert_code(1);
-    let message = out.records_of("error")[0]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let message = out.first_error();
     assert!(message.contains(&format!("local:{}", c.name)), "{message}");
     assert!(message.contains("gone"), "{message}");
     assert!(message.contains("127.0.0.1:1"), "{message}");
@@ -421,10 +412,7 @@ fn overlapping_runs_never_transfer_the_same_instance_at_once() {
     wait_until_replica_appears(&c.name);
     let second = push(&[&c.name]);
     second.assert_code(1);
-    let message = second.records_of("error")[0]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let message = second.first_error();
     assert!(message.contains("another incus-push"), "{message}");
     assert_eq!(wait_for_exit(&mut first), 0);
     assert_eq!(snapshots_of(&format!("standby:{}", c.name), None), ["s1"]);
@@ -439,10 +427,7 @@ fn storage_that_a_restore_would_undo_is_refused_before_anything_is_sent() {
     c.snapshot("s1");
     let out = push(&["--storage", "btrfs", &c.name]);
     out.assert_code(1);
-    let message = out.records_of("error")[0]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let message = out.first_error();
     assert!(message.contains("--live"), "{message}");
     assert!(message.contains("pool default"), "{message}");
     assert!(!instance_exists(&format!("standby:{}", c.name), None));
