@@ -65,6 +65,8 @@ for name in web db files; do
     echo "standby:$name snapshots: $(incus snapshot list --project "$project" "standby:$name" -f csv -c n | tr '\n' ' ')"
     echo "  boot.autostart=$(incus config get --project "$project" "standby:$name" boot.autostart)"
 done
+echo "(incus-prune ran on the primary after the push: the next push drops the pruned snapshot"
+echo " from the standby too, since a replica mirrors its source.)"
 echo
 echo "The replica of web holds the state of its newest snapshot:"
 incus file pull --project "$project" standby:web/root/state -
