@@ -479,3 +479,15 @@ fn wide_parallel_runs_never_hang() {
         assert_eq!(statuses, vec![Value::from("up-to-date"); 16]);
     }
 }
+
+#[test]
+fn pushing_to_the_source_server_itself_is_refused() {
+    // `primary` is the same daemon as `local`, reached over HTTPS.
+    let c = Instance::create("local", &unique("push-self"));
+    c.snapshot("s1");
+    let out = tool("incus-push").args(["--to", "primary", &c.name]).run();
+    out.assert_code(1);
+    let message = out.first_error();
+    assert!(message.contains("same server"), "{message}");
+    assert_eq!(c.snapshots(), ["s1"]);
+}
