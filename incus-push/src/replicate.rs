@@ -65,6 +65,7 @@ pub fn run(args: &Args, output: &Output) -> Result<()> {
         standby_fingerprint,
         profiles: Mutex::new(BTreeMap::new()),
         replicas: Mutex::new(BTreeMap::new()),
+        transfers: Mutex::new(BTreeMap::new()),
         progress: std::io::stderr().is_terminal(),
     };
     incus_core::parallel::map(&selection.instances, args.jobs, |selected| {
@@ -98,6 +99,8 @@ struct Context<'a> {
     /// Profile names per standby project, listed once.
     profiles: Mutex<BTreeMap<String, BTreeSet<String>>>,
     progress: bool,
+    /// The latest progress of each transfer under way, shown together on one line.
+    transfers: Mutex<BTreeMap<String, String>>,
 }
 
 impl Context<'_> {
@@ -231,9 +234,7 @@ impl Context<'_> {
             config_overrides: &overrides,
         };
         let label = address(&selected.of);
-        let report = |progress: &str| {
-            eprint!("\r\x1b[K{label}: {progress}");
-        };
+        let report = |progress: &str| self.show_progress(&label, Some(progress));
         let wait = WaitOptions {
             limit: None,
             progress: if self.progress { Some(&report) } else { None },
@@ -242,7 +243,7 @@ impl Context<'_> {
         settle(&target, name)?;
         let result = transfer.run(args.mode, &wait);
         if self.progress {
-            eprint!("\r\x1b[K");
+            self.show_progress(&label, None);
         }
         result.map_err(|e| match e {
             incus_core::Error::Cancelled => format!(
@@ -260,6 +261,30 @@ impl Context<'_> {
             self.finish_replica(&transfer, &target, name, newest.as_deref(), &overrides)
         })?;
         Ok(record(&plan, false))
+    }
+
+    /// Updates (or with `None` ends) one transfer's progress and redraws the status line on
+    /// stderr: every transfer under way, `local:web: 120MB (55MB/s) | local:db: …`.
+    fn show_progress(&self, label: &str, progress: Option<&str>) {
+        let Ok(mut transfers) = self.transfers.lock() else {
+            return;
+        };
+        match progress {
+            Some(text) => transfers.insert(label.to_string(), text.to_string()),
+            None => transfers.remove(label),
+        };
+        let line = transfers
+            .iter()
+            .map(|(label, text)| format!("{label}: {text}"))
+            .collect::<Vec<_>>()
+            .join(" | ");
+        let width = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.parse::<usize>().ok())
+            .unwrap_or(120)
+            .saturating_sub(1);
+        let line: String = line.chars().take(width).collect();
+        eprint!("\r\x1b[K{line}");
     }
 
     /// The replica as the standby's one-call listing shows it.
