@@ -83,9 +83,3 @@ fn install_signal_handlers() {
         let _ = signal_hook::flag::register(signal, flag.clone());
     }
 }
-
-/// True when stdin is a pipe or file with something behind it (not a terminal).
-pub fn stdin_is_piped() -> bool {
-    use std::io::IsTerminal;
-    !std::io::stdin().is_terminal()
-}

@@ -283,56 +283,59 @@ impl Output {
 
     /// Reports a failure about one instance: an error record, and one line on stderr.
     pub fn error(&self, of: Option<&InstanceRef>, message: &str) {
-        let message = one_line(message);
-        self.errors.fetch_add(1, Ordering::SeqCst);
-        match of {
-            Some(of) => eprintln!("{}: error: {of}: {message}", self.tool),
-            None => eprintln!("{}: error: {message}", self.tool),
-        }
-        let record = Record::Error(ErrorRecord {
-            tool: self.tool.to_string(),
-            remote: of.map(|o| o.remote.clone()),
-            project: of.map(|o| o.project.clone()),
-            instance: of.map(|o| o.instance.clone()),
-            message,
-            line: None,
-        });
-        if self.format == Format::Json {
-            self.emit(&record);
-        }
+        self.report(
+            of.map(InstanceRef::to_string),
+            ErrorRecord {
+                tool: self.tool.to_string(),
+                remote: of.map(|o| o.remote.clone()),
+                project: of.map(|o| o.project.clone()),
+                instance: of.map(|o| o.instance.clone()),
+                message: one_line(message),
+                line: None,
+            },
+        );
     }
 
     /// Reports a failure about a whole remote (listing its instances, connecting to it).
     pub fn remote_error(&self, remote: &str, project: Option<&str>, message: &str) {
-        let message = one_line(message);
-        self.errors.fetch_add(1, Ordering::SeqCst);
-        eprintln!("{}: error: {remote}: {message}", self.tool);
-        if self.format == Format::Json {
-            self.emit(&Record::Error(ErrorRecord {
+        self.report(
+            Some(remote.to_string()),
+            ErrorRecord {
                 tool: self.tool.to_string(),
                 remote: Some(remote.to_string()),
                 project: project.map(str::to_string),
                 instance: None,
-                message,
+                message: one_line(message),
                 line: None,
-            }));
-        }
+            },
+        );
     }
 
     /// Reports a malformed input line.
     pub fn malformed(&self, line: usize, why: &str) {
-        self.errors.fetch_add(1, Ordering::SeqCst);
-        let message = format!("stdin line {line}: {why}; expected one JSON record per line");
-        eprintln!("{}: error: {message}", self.tool);
-        if self.format == Format::Json {
-            self.emit(&Record::Error(ErrorRecord {
+        self.report(
+            None,
+            ErrorRecord {
                 tool: self.tool.to_string(),
                 remote: None,
                 project: None,
                 instance: None,
-                message,
+                message: format!("stdin line {line}: {why}; expected one JSON record per line"),
                 line: Some(line),
-            }));
+            },
+        );
+    }
+
+    /// Counts a failure, prints it once on stderr (`TOOL: error: SUBJECT: MESSAGE`) and, in
+    /// JSON, writes its error record (on a terminal the stderr line is enough).
+    fn report(&self, subject: Option<String>, record: ErrorRecord) {
+        self.errors.fetch_add(1, Ordering::SeqCst);
+        match subject {
+            Some(subject) => eprintln!("{}: error: {subject}: {}", self.tool, record.message),
+            None => eprintln!("{}: error: {}", self.tool, record.message),
+        }
+        if self.format == Format::Json {
+            self.emit(&Record::Error(record));
         }
     }
 

@@ -43,7 +43,7 @@ pub struct TargetArgs {
 /// Clients per remote and project, made once.
 pub struct Connections {
     remotes: Remotes,
-    cache: Mutex<BTreeMap<(String, String), Client>>,
+    cache: Mutex<BTreeMap<String, Client>>,
 }
 
 impl Connections {
@@ -63,31 +63,25 @@ impl Connections {
         &self.remotes
     }
 
-    /// A client for `remote` in `project` (the remote's own project when `None`).
+    /// A client for `remote` in `project` (the remote's own project when `None`). One
+    /// connection per remote; a project is a cheap view of it.
     pub fn client(&self, remote: &str, project: Option<&str>) -> crate::Result<Client> {
         let project = project
             .map(str::to_string)
             .unwrap_or_else(|| self.remotes.project(remote));
-        let key = (remote.to_string(), project.clone());
-        if let Ok(cache) = self.cache.lock()
-            && let Some(client) = cache.get(&key)
-        {
-            return Ok(client.clone());
-        }
-        let base = match self.cache.lock().ok().and_then(|cache| {
-            cache
-                .iter()
-                .find(|((r, _), _)| r == remote)
-                .map(|(_, c)| c.clone())
-        }) {
-            Some(existing) => existing,
-            None => Client::connect(&self.remotes, remote)?,
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let base = match cache.get(remote) {
+            Some(client) => client.clone(),
+            None => {
+                let client = Client::connect(&self.remotes, remote)?;
+                cache.insert(remote.to_string(), client.clone());
+                client
+            }
         };
-        let client = base.in_project(&project);
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(key, client.clone());
-        }
-        Ok(client)
+        Ok(base.in_project(&project))
     }
 }
 

@@ -287,11 +287,6 @@ impl Client {
         client
     }
 
-    /// True when this is the local unix socket.
-    pub fn is_unix(&self) -> bool {
-        matches!(self.transport, Transport::Unix)
-    }
-
     /// The HTTPS URL of the remote, when it is one.
     pub fn url(&self) -> Option<&str> {
         match self.endpoint {
