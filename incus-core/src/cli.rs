@@ -1,11 +1,13 @@
-//! What every binary shares: the runner (signals, error printing, exit codes) and the output
-//! flags. Exit status: 0 all done; 1 some items failed (each has an error record); 2 usage
-//! error, nothing could be done, or interrupted.
+//! What every binary shares: the runner (signals, error printing, exit codes, the `end`
+//! record) and the output flags. Exit status: 0 all done; 1 some items failed (each has an
+//! error record), or a tool upstream did not end `ok`; 2 usage error, nothing could be done,
+//! interrupted, or stdout closed.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use crate::interrupt;
-use crate::record::{Format, Output};
+use crate::record::{Format, Outcome, Output};
 
 /// Flags every tool has.
 #[derive(Debug, Clone, clap::Args)]
@@ -26,8 +28,36 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(message.into()))
 }
 
+/// Parses the command line. A mistake in it is still reported in band: the next tool in a
+/// pipeline gets a run-level `error` record and an `end` record saying this tool failed, so
+/// that it does not mistake an empty stream for "nothing to do".
+pub fn parse<A: clap::Parser>(tool: &'static str) -> Result<A, ExitCode> {
+    use clap::error::ErrorKind;
+    match A::try_parse() {
+        Ok(args) => Ok(args),
+        Err(e) => {
+            let _ = e.print();
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                return Err(ExitCode::SUCCESS);
+            }
+            if !std::io::stdout().is_terminal() {
+                let output = Output::stdout(tool, Some(Format::Json));
+                let first = e.to_string();
+                let first = first.lines().next().unwrap_or("invalid arguments");
+                output.record_only_error(&format!(
+                    "{}; see {tool} --help",
+                    first.trim_start_matches("error: ")
+                ));
+                output.finish(Outcome::Failed);
+            }
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 /// Runs a tool: installs the signal handlers, gives it an [`Output`], maps its result to the
-/// exit status and prints a fatal error once, as `TOOL: error: …`.
+/// exit status, prints a fatal error once (`TOOL: error: …`, and a run-level `error` record),
+/// and writes the `end` record last.
 pub fn run(
     tool: &'static str,
     format: Option<Format>,
@@ -36,41 +66,49 @@ pub fn run(
     install_signal_handlers();
     let output = Output::stdout(tool, format);
     let result = body(&output);
-    match result {
+    let own = match result {
+        Ok(()) if output.is_closed() => {
+            eprintln!("{tool}: stdout was closed: stopped, the remaining work was skipped");
+            Outcome::Failed
+        }
         Ok(()) if interrupt::requested() => {
             eprintln!("{tool}: interrupted: the remaining work was skipped");
-            ExitCode::from(2)
+            Outcome::Failed
         }
-        Ok(()) if output.error_count() > 0 => ExitCode::from(1),
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) if output.error_count() > 0 => Outcome::Partial,
+        Ok(()) => Outcome::Ok,
         Err(e) => {
-            if is_broken_pipe(&e) {
-                return ExitCode::SUCCESS;
-            }
-            if e.downcast_ref::<UsageError>().is_some() {
-                eprintln!("{tool}: error: {e}");
+            if output.is_closed() {
+                eprintln!("{tool}: stdout was closed: stopped, the remaining work was skipped");
             } else if matches!(
                 e.downcast_ref::<crate::Error>(),
                 Some(crate::Error::Cancelled)
             ) {
                 eprintln!("{tool}: interrupted: the remaining work was skipped");
+                output.record_only_error("interrupted: the remaining work was skipped");
             } else {
-                eprintln!(
-                    "{tool}: error: {}",
+                let message = if e.downcast_ref::<UsageError>().is_some() {
+                    e.to_string()
+                } else {
                     crate::record::one_line(&format!("{e:#}"))
-                );
+                };
+                output.fatal(&message);
             }
-            ExitCode::from(2)
+            Outcome::Failed
         }
-    }
+    };
+    let pipeline = output.finish(own);
+    ExitCode::from(exit_status(own, pipeline))
 }
 
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+/// The exit status: this tool's own (0, 1, 2), at least 1 when a tool upstream did not end
+/// `ok`, so that the last stage of a pipeline reports a failure of any stage.
+pub fn exit_status(own: Outcome, pipeline: Outcome) -> u8 {
+    match (own, pipeline) {
+        (Outcome::Failed, _) => 2,
+        (_, Outcome::Ok) => 0,
+        _ => 1,
+    }
 }
 
 /// SIGINT, SIGTERM and SIGHUP set the interruption flag: waits cancel what Incus can cancel
@@ -81,5 +119,19 @@ fn install_signal_handlers() {
     for signal in [SIGINT, SIGTERM, SIGHUP] {
         let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, flag.clone());
         let _ = signal_hook::flag::register(signal, flag.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exit_status_reports_a_failure_upstream() {
+        assert_eq!(exit_status(Outcome::Ok, Outcome::Ok), 0);
+        assert_eq!(exit_status(Outcome::Partial, Outcome::Partial), 1);
+        assert_eq!(exit_status(Outcome::Ok, Outcome::Partial), 1);
+        assert_eq!(exit_status(Outcome::Ok, Outcome::Failed), 1);
+        assert_eq!(exit_status(Outcome::Failed, Outcome::Failed), 2);
     }
 }

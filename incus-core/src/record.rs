@@ -3,14 +3,17 @@
 //!
 //! Every tool forwards each input line unchanged and in order, then adds its own records. A
 //! malformed input line is replaced by an `error` record naming its line number. Output is
-//! flushed after every line so that pipelines stream; a closed stdout ends the tool quietly.
+//! flushed after every line so that pipelines stream. Every tool ends its output with one
+//! `end` record, which folds in the `end` record it read: the next tool can see whether
+//! everything before it finished ([`Upstream`]). A closed stdout stops the tool as an
+//! interruption does: no new work, and a non-zero exit.
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 /// Which instance a record is about.
@@ -83,6 +86,9 @@ pub struct PushRecord {
     /// The snapshots sent (all of them for a first copy).
     pub snapshots: Vec<String>,
     pub seconds: f64,
+    /// With `--replace`: the name the refused replica was moved to (renamed, kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved_aside: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
 }
@@ -128,6 +134,57 @@ pub struct ErrorRecord {
     pub line: Option<usize>,
 }
 
+impl ErrorRecord {
+    /// A failure that concerns no instance (the whole run, or an input line).
+    pub fn run_level(tool: &str, message: &str) -> Self {
+        ErrorRecord {
+            tool: tool.to_string(),
+            remote: None,
+            project: None,
+            instance: None,
+            message: one_line(message),
+            line: None,
+        }
+    }
+}
+
+/// How a tool, or the pipeline up to it, ended. Ordered from best to worst.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Everything asked was done (exit status 0).
+    #[default]
+    Ok,
+    /// Some items failed, each with an `error` record (exit status 1).
+    Partial,
+    /// The tool failed as a whole, was interrupted, or its stream stopped without an `end`
+    /// record (exit status 2, or killed).
+    Failed,
+}
+
+impl Outcome {
+    /// The word in the record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Partial => "partial",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// `end`: the last record of every tool's output: how this tool and every tool before it
+/// ended. A stream that stops without one was cut: its writer was killed or crashed.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndRecord {
+    pub tool: String,
+    /// The worst outcome of this tool and of everything upstream.
+    pub status: Outcome,
+    /// The tools that did not end `ok`, upstream ones first (`TOOL (no end record)` for a
+    /// stream that was cut).
+    pub failed: Vec<String>,
+}
+
 /// Every record type the tools write.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -138,6 +195,7 @@ pub enum Record {
     Pruned(PrunedRecord),
     Kept(KeptRecord),
     Error(ErrorRecord),
+    End(EndRecord),
 }
 
 /// One input line: a JSON object (kept verbatim for forwarding) or a malformed line.
@@ -176,6 +234,115 @@ impl InputRecord {
     }
 }
 
+/// What the stream on stdin says about the tools before this one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Upstream {
+    /// Lines read (records, `end` records and malformed lines; not empty lines).
+    pub lines: usize,
+    /// The last line read was an `end` record.
+    pub ended: bool,
+    /// The worst outcome the `end` records report.
+    pub status: Outcome,
+    /// The tools that did not end `ok`.
+    pub failed: Vec<String>,
+    /// The tool that wrote the last record seen (for naming a cut stream).
+    last_tool: Option<String>,
+}
+
+impl Upstream {
+    /// Nothing was read: no pipeline before this tool (a terminal, `/dev/null`, or an empty
+    /// pipe such as cron's stdin).
+    pub fn is_empty(&self) -> bool {
+        self.lines == 0
+    }
+
+    /// Records were read but the stream stopped without its `end` record: the tool before
+    /// this one was killed, crashed, or its records were typed without `{"type":"end"}`.
+    pub fn is_cut(&self) -> bool {
+        self.lines > 0 && !self.ended
+    }
+
+    /// The pipeline's outcome so far: a cut stream counts as a failure.
+    pub fn outcome(&self) -> Outcome {
+        if self.is_cut() {
+            Outcome::Failed
+        } else {
+            self.status
+        }
+    }
+
+    /// The failed tools, with a cut stream named after its last writer.
+    pub fn failed_tools(&self) -> Vec<String> {
+        let mut failed = self.failed.clone();
+        if self.is_cut() {
+            let writer = self.last_tool.as_deref().unwrap_or("the tool before");
+            failed.push(format!("{writer} (no end record)"));
+        }
+        failed
+    }
+
+    /// One line saying why the upstream is not `ok`, or `None` when it is.
+    pub fn problem(&self) -> Option<String> {
+        if self.is_cut() {
+            return Some(format!(
+                "the stream on stdin stopped without its end record: {} was killed or crashed (records typed by hand end with {{\"type\":\"end\"}})",
+                self.last_tool.as_deref().unwrap_or("the tool before")
+            ));
+        }
+        match self.status {
+            Outcome::Ok => None,
+            outcome => Some(format!(
+                "{} ended {} upstream (see its error records)",
+                if self.failed.is_empty() {
+                    "a tool".to_string()
+                } else {
+                    self.failed.join(", ")
+                },
+                outcome.as_str()
+            )),
+        }
+    }
+
+    fn saw_line(&mut self, fields: Option<&Map<String, Value>>) {
+        self.lines += 1;
+        self.ended = false;
+        if let Some(tool) = fields.and_then(|f| f.get("tool")).and_then(Value::as_str) {
+            self.last_tool = Some(tool.to_string());
+        }
+    }
+
+    fn saw_end(&mut self, fields: &Map<String, Value>) {
+        self.saw_line(Some(fields));
+        self.ended = true;
+        let status = fields
+            .get("status")
+            .cloned()
+            .map(serde_json::from_value::<Outcome>)
+            .unwrap_or(Ok(Outcome::Ok))
+            // A status this version does not know is not "ok".
+            .unwrap_or(Outcome::Failed);
+        self.status = self.status.max(status);
+        for tool in fields
+            .get("failed")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            if !self.failed.iter().any(|t| t == tool) {
+                self.failed.push(tool.to_string());
+            }
+        }
+        if status != Outcome::Ok && self.failed.is_empty() {
+            let tool = fields
+                .get("tool")
+                .and_then(Value::as_str)
+                .unwrap_or("a tool");
+            self.failed.push(tool.to_string());
+        }
+    }
+}
+
 /// Reads every line of stdin when it is not a terminal: good lines as records, malformed ones
 /// reported through `output` (as an error record in their place).
 pub fn read_stdin(output: &Output) -> io::Result<Vec<InputRecord>> {
@@ -194,6 +361,7 @@ pub fn read_from(reader: impl BufRead, output: &Output) -> io::Result<Vec<InputR
         let raw = match line {
             Ok(raw) => raw,
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                output.saw_upstream(|u| u.saw_line(None));
                 output.malformed(line_no, "not UTF-8 text");
                 continue;
             }
@@ -203,7 +371,14 @@ pub fn read_from(reader: impl BufRead, output: &Output) -> io::Result<Vec<InputR
             continue;
         }
         match serde_json::from_str::<Value>(&raw) {
+            Ok(Value::Object(fields))
+                if fields.get("type").and_then(Value::as_str) == Some("end") =>
+            {
+                // Folded into this tool's own end record, not forwarded.
+                output.saw_upstream(|u| u.saw_end(&fields));
+            }
             Ok(Value::Object(fields)) => {
+                output.saw_upstream(|u| u.saw_line(Some(&fields)));
                 output.forward(&raw, &fields);
                 records.push(InputRecord {
                     line: line_no,
@@ -211,8 +386,14 @@ pub fn read_from(reader: impl BufRead, output: &Output) -> io::Result<Vec<InputR
                     fields,
                 });
             }
-            Ok(_) => output.malformed(line_no, "not a JSON object"),
-            Err(e) => output.malformed(line_no, &format!("not JSON ({e})")),
+            Ok(_) => {
+                output.saw_upstream(|u| u.saw_line(None));
+                output.malformed(line_no, "not a JSON object");
+            }
+            Err(e) => {
+                output.saw_upstream(|u| u.saw_line(None));
+                output.malformed(line_no, &format!("not JSON ({e})"));
+            }
         }
     }
     Ok(records)
@@ -233,6 +414,9 @@ pub struct Output {
     format: Format,
     out: Mutex<Box<dyn Write + Send>>,
     errors: AtomicUsize,
+    upstream: Mutex<Upstream>,
+    /// Stdout was closed by its reader: nothing more is written.
+    closed: AtomicBool,
 }
 
 impl Output {
@@ -253,7 +437,63 @@ impl Output {
             format,
             out: Mutex::new(out),
             errors: AtomicUsize::new(0),
+            upstream: Mutex::new(Upstream::default()),
+            closed: AtomicBool::new(false),
         }
+    }
+
+    /// The format records are written in.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// What the input said about the tools before this one.
+    pub fn upstream(&self) -> Upstream {
+        self.upstream.lock().map(|u| u.clone()).unwrap_or_default()
+    }
+
+    fn saw_upstream(&self, f: impl FnOnce(&mut Upstream)) {
+        if let Ok(mut upstream) = self.upstream.lock() {
+            f(&mut upstream);
+        }
+    }
+
+    /// True once the reader of stdout went away.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Reports that the tool failed as a whole: one line on stderr and, in JSON, a run-level
+    /// `error` record (no instance) for the tools downstream.
+    pub fn fatal(&self, message: &str) {
+        self.report(None, ErrorRecord::run_level(self.tool, message));
+    }
+
+    /// Writes a run-level `error` record without a stderr line (the caller printed one).
+    pub fn record_only_error(&self, message: &str) {
+        self.errors.fetch_add(1, Ordering::SeqCst);
+        if self.format == Format::Json {
+            self.emit(&Record::Error(ErrorRecord::run_level(self.tool, message)));
+        }
+    }
+
+    /// Writes the `end` record (JSON only): this tool's outcome folded into the upstream's.
+    /// Returns the pipeline's outcome so far.
+    pub fn finish(&self, own: Outcome) -> Outcome {
+        let upstream = self.upstream();
+        let mut failed = upstream.failed_tools();
+        if own != Outcome::Ok {
+            failed.push(self.tool.to_string());
+        }
+        let status = own.max(upstream.outcome());
+        if self.format == Format::Json {
+            self.emit(&Record::End(EndRecord {
+                tool: self.tool.to_string(),
+                status,
+                failed,
+            }));
+        }
+        status
     }
 
     /// The tool's name, for messages.
@@ -316,12 +556,11 @@ impl Output {
         self.report(
             None,
             ErrorRecord {
-                tool: self.tool.to_string(),
-                remote: None,
-                project: None,
-                instance: None,
-                message: format!("stdin line {line}: {why}; expected one JSON record per line"),
                 line: Some(line),
+                ..ErrorRecord::run_level(
+                    self.tool,
+                    &format!("stdin line {line}: {why}; expected one JSON record per line"),
+                )
             },
         );
     }
@@ -349,17 +588,25 @@ impl Output {
             Format::Json => raw.to_string(),
             Format::Text => text_line(fields),
         };
+        if self.is_closed() {
+            return;
+        }
         let Ok(mut out) = self.out.lock() else {
             return;
         };
         let result = writeln!(out, "{line}").and_then(|()| out.flush());
         if let Err(e) = result {
-            if e.kind() == io::ErrorKind::BrokenPipe {
-                // The reader went away (`| head -1`): end quietly, like every Unix filter.
-                std::process::exit(0);
+            // The reader went away (`| head -1`, a killed next stage) or the disk is full:
+            // stop as on SIGTERM (no new work; transfers under way are cancelled where Incus
+            // can, or finished) and exit non-zero, since the records were not delivered.
+            if !self.closed.swap(true, Ordering::SeqCst) && e.kind() != io::ErrorKind::BrokenPipe {
+                let _ = writeln!(
+                    io::stderr(),
+                    "{}: error: writing the output: {e}",
+                    self.tool
+                );
             }
-            eprintln!("{}: error: writing the output: {e}", self.tool);
-            std::process::exit(2);
+            crate::interrupt::request();
         }
     }
 }
@@ -485,6 +732,54 @@ mod tests {
         let input = "{\"type\":\"error\",\"tool\":\"incus-snap\",\"remote\":\"local\",\"instance\":\"web\",\"message\":\"x\"}\n";
         let records = read_from(input.as_bytes(), &out).unwrap_or_default();
         assert_eq!(records[0].instance(), None);
+    }
+
+    #[test]
+    fn end_records_are_folded_not_forwarded_and_a_cut_stream_is_a_failure() {
+        let (out, shared) = capture();
+        let ended = "{\"type\":\"snapshot\",\"remote\":\"local\",\"instance\":\"web\"}\n{\"type\":\"end\",\"tool\":\"incus-push\",\"status\":\"partial\",\"failed\":[\"incus-push\"]}\n";
+        let records = read_from(ended.as_bytes(), &out).unwrap_or_default();
+        assert_eq!(records.len(), 1);
+        assert!(!text(&shared).contains("\"end\""), "not forwarded");
+        let upstream = out.upstream();
+        assert!(!upstream.is_cut());
+        assert_eq!(upstream.outcome(), Outcome::Partial);
+        assert_eq!(out.finish(Outcome::Ok), Outcome::Partial);
+        let last = text(&shared)
+            .lines()
+            .last()
+            .map(str::to_string)
+            .unwrap_or_default();
+        assert_eq!(
+            last,
+            "{\"type\":\"end\",\"tool\":\"incus-test\",\"status\":\"partial\",\"failed\":[\"incus-push\"]}"
+        );
+
+        // Records after the last end record: cut.
+        let (out, _) = capture();
+        let cut = "{\"type\":\"end\"}\n{\"type\":\"snapshot\",\"tool\":\"x\"}\n";
+        read_from(cut.as_bytes(), &out).unwrap_or_default();
+        assert!(out.upstream().is_cut());
+        assert_eq!(out.upstream().outcome(), Outcome::Failed);
+        assert!(
+            out.upstream()
+                .problem()
+                .is_some_and(|p| p.contains("end record"))
+        );
+
+        // Typed by hand: the minimal end line; nothing at all: no stream.
+        let (out, _) = capture();
+        read_from("{\"type\":\"x\"}\n{\"type\":\"end\"}\n".as_bytes(), &out).unwrap_or_default();
+        assert_eq!(out.upstream().outcome(), Outcome::Ok);
+        assert_eq!(out.upstream().problem(), None);
+        let (out, _) = capture();
+        read_from("".as_bytes(), &out).unwrap_or_default();
+        assert!(out.upstream().is_empty() && !out.upstream().is_cut());
+
+        // An unknown status is not ok.
+        let (out, _) = capture();
+        read_from("{\"type\":\"end\",\"status\":\"weird\"}\n".as_bytes(), &out).unwrap_or_default();
+        assert_eq!(out.upstream().outcome(), Outcome::Failed);
     }
 
     #[test]

@@ -72,7 +72,10 @@ fn default_match() -> String {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match cli::parse::<Args>("incus-prune") {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
     cli::run("incus-prune", args.output.format, |output| {
         prune::run(&args, output)
     })

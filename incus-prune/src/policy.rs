@@ -22,7 +22,10 @@
 //! * `keep-within` keeps every snapshot whose `created_at` is at or after the
 //!   cutoff. The caller computes the cutoff from the newest snapshot's time
 //!   (not from the current time), so that when snapshots stop being taken the
-//!   history is not deleted.
+//!   history is not deleted. As in restic, that is the newest snapshot *not in
+//!   the future* ([`newest_not_after`]): a snapshot dated ahead by a wrong clock
+//!   does not move the cutoff. The caller never deletes future-dated snapshots
+//!   and leaves them out of [`decide`].
 //! * A count of `0` disables the rule. A snapshot is kept if any rule keeps it.
 //!
 //! # Worked example
@@ -52,9 +55,12 @@
 //!
 //! # Differences from restic
 //!
-//! * Since restic 0.17, a bucket rule whose count is not used up also keeps the
-//!   oldest snapshot. This module does not: a bucket rule keeps exactly
-//!   `min(N, number of distinct periods)` snapshots, as restic up to 0.16 did.
+//! * Since restic 0.16.0, a bucket rule whose count is not used up also keeps
+//!   the oldest snapshot. This module does not: a bucket rule keeps exactly
+//!   `min(N, number of distinct periods)` snapshots, as restic up to 0.15 did.
+//! * Periods are computed in UTC. restic uses each snapshot's own local time
+//!   (the time zone recorded with it), so around midnight and across DST
+//!   changes the two can put a snapshot in different days or hours.
 //! * restic keeps snapshots strictly newer than its cutoff; here the cutoff is
 //!   inclusive (`>=`).
 //! * restic's "unlimited" count (`-1`) is not supported; counts are `u32`.
@@ -311,6 +317,16 @@ pub fn decide(candidates: &[Candidate], rules: &Rules) -> Vec<Decision> {
     decisions
 }
 
+/// The creation time of the newest candidate not after `now`: the reference
+/// for `--keep-within` (restic ignores snapshots from the future there).
+pub fn newest_not_after(candidates: &[Candidate], now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    candidates
+        .iter()
+        .map(|c| c.created_at)
+        .filter(|t| *t <= now)
+        .max()
+}
+
 /// Converts a rule count to a length, saturating on 16-bit targets.
 fn count(n: u32) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
@@ -359,6 +375,23 @@ mod tests {
                 created_at: ts(at),
             })
             .collect()
+    }
+
+    #[test]
+    fn the_within_reference_ignores_snapshots_from_the_future() {
+        let snaps = candidates(&[
+            ("a", "2026-11-01 00:00"),
+            ("b", "2026-11-20 00:00"),
+            ("wrong-clock", "2031-01-01 00:00"),
+        ]);
+        let now = ts("2026-11-30 12:00");
+        assert_eq!(newest_not_after(&snaps, now), Some(ts("2026-11-20 00:00")));
+        assert_eq!(newest_not_after(&snaps[2..], now), None);
+        assert_eq!(
+            newest_not_after(&snaps, ts("2026-11-20 00:00")),
+            Some(ts("2026-11-20 00:00")),
+            "a snapshot taken exactly now counts"
+        );
     }
 
     /// Kept snapshots, newest first, each with its reasons as displayed.

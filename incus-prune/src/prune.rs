@@ -3,21 +3,26 @@
 //!
 //! The anchor is the newest snapshot the instance shares with a replica (same name, same
 //! creation time to the second): the one an incremental refresh starts from. When a replica
-//! cannot be reached, or incus-push failed upstream for the instance, nothing is deleted:
-//! which snapshots the replica lacks is unknown.
+//! cannot be reached or does not exist, or incus-push failed upstream for the instance,
+//! nothing is deleted: which snapshots the replica lacks is unknown. When the stream on stdin
+//! says a tool before failed as a whole, or it stopped without its `end` record, nothing is
+//! deleted at all. Snapshots dated in the future (a wrong clock) are never deleted and do not
+//! move the `--keep-within` cutoff, as in restic.
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
 use incus_core::api::snapshots::{self, Snapshot};
 use incus_core::cli::usage;
 use incus_core::duration::ExpiryDuration;
 use incus_core::interrupt;
-use incus_core::record::{InputRecord, InstanceRef, KeptRecord, Output, PrunedRecord, Record};
+use incus_core::record::{
+    InputRecord, InstanceRef, KeptRecord, Outcome, Output, PrunedRecord, Record,
+};
 use incus_core::remote::Remotes;
 use incus_core::select::{Connections, Selected, gather};
-use incus_prune::policy::{Candidate, Rules, decide};
+use incus_prune::policy::{Candidate, Rules, decide, newest_not_after};
 
 use crate::Args;
 
@@ -25,6 +30,15 @@ use crate::Args;
 pub fn run(args: &Args, output: &Output) -> Result<()> {
     let settings = Settings::from_args(args)?;
     let selection = gather(&args.targets, output)?;
+    let stream = output.upstream();
+    if stream.outcome() == Outcome::Failed {
+        let why = stream
+            .problem()
+            .unwrap_or_else(|| "a tool upstream failed".to_string());
+        return Err(anyhow!(
+            "{why}; nothing deleted, since the replicas may lack snapshots (fix that stage, then run the pipeline again)"
+        ));
+    }
     if selection.instances.is_empty() {
         return Ok(());
     }
@@ -193,7 +207,7 @@ struct Context<'a> {
 
 /// How a replica's snapshots compare with the instance's.
 enum ReplicaState {
-    /// The replica does not exist: no anchor.
+    /// The replica does not exist: nothing of the instance is replicated there.
     Missing,
     /// Its snapshots.
     Listed(Vec<Snapshot>),
@@ -213,14 +227,20 @@ impl Context<'_> {
                 return;
             }
         };
-        let candidates: Vec<Candidate> = all
+        let now = Utc::now();
+        let (future, candidates): (Vec<Candidate>, Vec<Candidate>) = all
             .iter()
             .filter(|s| self.settings.pattern.matches(&s.name))
             .map(|s| Candidate {
                 name: s.name.clone(),
                 created_at: s.created_at,
             })
-            .collect();
+            .partition(|c| c.created_at > now);
+        // Dated in the future (a wrong clock when it was taken): never deleted, and not the
+        // newest snapshot for --keep-within (restic's rule).
+        for candidate in &future {
+            self.kept(of, candidate, vec!["future-dated".to_string()]);
+        }
         if candidates.is_empty() {
             return;
         }
@@ -243,7 +263,20 @@ impl Context<'_> {
         let mut anchors: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for replica in self.replicas(of) {
             match self.replica_snapshots(&replica) {
-                Ok(ReplicaState::Missing) => {}
+                Ok(ReplicaState::Missing) => {
+                    output.note(&format!(
+                        "{of}: no replica {} (wrong --replica-project, or not pushed yet?); nothing deleted, since nothing of it is replicated there",
+                        replica_address(&replica)
+                    ));
+                    for candidate in &candidates {
+                        self.kept(
+                            of,
+                            candidate,
+                            vec![format!("no-replica {}", replica.remote)],
+                        );
+                    }
+                    return;
+                }
                 Ok(ReplicaState::Listed(theirs)) => {
                     if let Some(anchor) = anchor(&all, &theirs) {
                         anchors
@@ -268,11 +301,7 @@ impl Context<'_> {
 
         let mut rules = self.settings.rules.clone();
         if let Some(within) = &self.settings.within {
-            let newest = candidates
-                .iter()
-                .map(|c| c.created_at)
-                .max()
-                .unwrap_or(DateTime::<Utc>::MIN_UTC);
+            let newest = newest_not_after(&candidates, now).unwrap_or(DateTime::<Utc>::MIN_UTC);
             rules.within_cutoff = Some(
                 within
                     .subtract_from(newest)
@@ -422,6 +451,7 @@ mod tests {
             created_at: DateTime::from_timestamp(secs, nanos).unwrap_or_default(),
             expires_at: None,
             stateful: false,
+            config: Default::default(),
         }
     }
 

@@ -1,8 +1,16 @@
 //! One transfer per replica at a time, across runs: an advisory lock file per replica. The
 //! kernel releases it when the process dies, so a killed run never blocks the next one.
+//!
+//! The directory is writable only by its owner (root, or the user running the tool) and the
+//! Incus admin group: with a world-writable one, any local user could hold a replica's lock
+//! forever, or plant a symlink. A symlinked directory or lock file is refused.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// The group that may administer Incus, and so may take the locks too.
+const ADMIN_GROUP: &str = "incus-admin";
 
 /// Where the locks live (`INCUS_PUSH_LOCK_DIR` overrides, for tests and unprivileged users).
 pub fn lock_dir() -> PathBuf {
@@ -44,24 +52,111 @@ pub fn lock_name(parts: &[&str]) -> String {
 
 /// Takes the lock named `name`, or says that another run holds it.
 pub fn try_lock(dir: &Path, name: &str) -> Result<Option<ReplicaLock>, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777));
-    }
+    prepare_dir(dir)?;
     let path = dir.join(format!("{name}.lock"));
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o660)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot open the lock {}: {e} (a symlink there is refused; remove it)",
+                path.display()
+            )
+        })?;
     match file.try_lock() {
         Ok(()) => Ok(Some(ReplicaLock { _file: file })),
         Err(TryLockError::WouldBlock) => Ok(None),
         Err(TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
     }
+}
+
+/// Creates the lock directory (mode 0770, group incus-admin when it exists), or checks the
+/// existing one: a real directory, owned by root or by us, writable by nobody else but the
+/// admin group. A directory of ours with a looser mode (older versions made it 1777) is
+/// tightened.
+fn prepare_dir(dir: &Path) -> Result<(), String> {
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let admin_gid = admin_group_id();
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            }
+            match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+            }
+            if let Some(gid) = admin_gid {
+                let _ = std::os::unix::fs::chown(dir, None, Some(gid));
+            }
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o770));
+            std::fs::symlink_metadata(dir)
+                .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
+    };
+    check_dir(dir, &meta, me, admin_gid)
+}
+
+fn check_dir(
+    dir: &Path,
+    meta: &std::fs::Metadata,
+    me: Option<u32>,
+    admin_gid: Option<u32>,
+) -> Result<(), String> {
+    let shown = dir.display();
+    if meta.file_type().is_symlink() {
+        return Err(format!(
+            "the lock directory {shown} is a symlink; refusing it: remove it (incus-push makes it again)"
+        ));
+    }
+    if !meta.is_dir() {
+        return Err(format!(
+            "the lock directory {shown} is not a directory; remove it"
+        ));
+    }
+    let owner_ok = meta.uid() == 0 || Some(meta.uid()) == me;
+    if !owner_ok {
+        return Err(format!(
+            "the lock directory {shown} belongs to uid {}, not to root or to this user; remove it, or set INCUS_PUSH_LOCK_DIR",
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    let group_ok = mode & 0o020 == 0 || meta.gid() == 0 || Some(meta.gid()) == admin_gid;
+    if mode & 0o002 == 0 && group_ok {
+        return Ok(());
+    }
+    if Some(meta.uid()) == me {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o770))
+            .map_err(|e| format!("cannot tighten {shown}: {e}"))?;
+        if mode & 0o020 != 0 && !group_ok {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("cannot tighten {shown}: {e}"))?;
+        }
+        return Ok(());
+    }
+    Err(format!(
+        "the lock directory {shown} is writable by other users (mode {mode:o}); make it `chmod 0770` owned by root:{ADMIN_GROUP}"
+    ))
+}
+
+/// The gid of the Incus admin group, from /etc/group.
+fn admin_group_id() -> Option<u32> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == ADMIN_GROUP)
+            .then(|| fields.nth(1)?.parse().ok())
+            .flatten()
+    })
 }
 
 #[cfg(test)]
@@ -76,6 +171,32 @@ mod tests {
         assert!(try_lock(dir.path(), "x").expect("lock").is_none());
         drop(first);
         assert!(try_lock(dir.path(), "x").expect("lock").is_some());
+    }
+
+    #[test]
+    fn the_directory_is_private_and_symlinks_are_refused() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let dir = base.path().join("locks");
+        assert!(try_lock(&dir, "x").expect("lock").is_some());
+        let mode = std::fs::metadata(&dir).expect("meta").mode() & 0o7777;
+        assert_eq!(mode & 0o007, 0, "mode {mode:o}");
+
+        // A world-writable directory of ours (as older versions made it) is tightened.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        assert!(try_lock(&dir, "y").expect("lock").is_some());
+        let mode = std::fs::metadata(&dir).expect("meta").mode() & 0o7777;
+        assert_eq!(mode & 0o002, 0, "mode {mode:o}");
+
+        let link = base.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).expect("symlink");
+        let err = try_lock(&link, "x").expect_err("a symlinked directory is refused");
+        assert!(err.contains("symlink"), "{err}");
+
+        let target = base.path().join("elsewhere");
+        std::fs::write(&target, "").expect("write");
+        std::os::unix::fs::symlink(&target, dir.join("z.lock")).expect("symlink");
+        let err = try_lock(&dir, "z").expect_err("a symlinked lock file is refused");
+        assert!(err.contains("symlink"), "{err}");
     }
 
     #[test]

@@ -42,9 +42,15 @@ pub struct Args {
     /// Copy profiles the standby lacks before transferring (as `incus profile copy`)
     #[arg(long)]
     pub sync_profiles: bool,
-    /// Take over an existing instance on the standby that incus-push did not create
+    /// Take over an existing instance on the standby that incus-push did not create (refused
+    /// when it holds snapshots the source does not have at all: see --replace)
     #[arg(long)]
     pub adopt: bool,
+    /// When the replica cannot be refreshed without losing history (the source was
+    /// re-created, shares no snapshot with it, or has none), or is not ours: rename it to
+    /// NAME-replaced-DATE (never delete it) and copy the source anew
+    #[arg(long)]
+    pub replace: bool,
     /// Show what would be sent; change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -56,7 +62,13 @@ pub struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    // Fault injection for the tests (`FAILPOINTS=…`); compiled in only with the
+    // `failpoints` feature.
+    let _failpoints = fail::FailScenario::setup();
+    let args = match cli::parse::<Args>("incus-push") {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
     cli::run("incus-push", args.output.format, |output| {
         replicate::run(&args, output)
     })

@@ -1,8 +1,13 @@
-//! What must be sent: a pure comparison of the source's and the replica's snapshot lists.
+//! What must be sent, and whether it may be: pure comparisons of the source and its replica.
 //!
 //! Incus's refresh compares snapshots by name and creation time to the second; so do we. A
 //! replica is current when it has exactly the source's snapshots and its last transfer ended
 //! with the restore to the newest of them.
+//!
+//! A refresh makes the replica a mirror: it deletes every replica snapshot the source does not
+//! have. [`judge`] refuses the cases where that would destroy history the source can never send
+//! again (another instance under the same name, nothing in common, a source without
+//! snapshots), so that the standby, often the only other copy, is never emptied silently.
 
 use chrono::{DateTime, Utc};
 
@@ -88,9 +93,284 @@ pub fn plan(
     }
 }
 
+/// What the replica on the standby says about itself.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicaFacts<'a> {
+    pub running: bool,
+    /// Its `user.incus-standby.source` marker.
+    pub marker: Option<&'a str>,
+    /// Its `user.incus-standby.source-uuid`: the `volatile.uuid` of the instance it copies.
+    pub recorded_uuid: Option<&'a str>,
+    /// Its own `volatile.uuid` (after a restore: the source's, from the snapshot).
+    pub volatile_uuid: Option<&'a str>,
+    /// Its last transfer completed (`user.incus-standby.synced-at`).
+    pub synced: bool,
+    /// Its configuration is its newest snapshot's, volatile keys aside: a restore whose
+    /// configuration write never happened.
+    pub config_is_newest_snapshot: bool,
+    pub snapshots: &'a [SnapshotId],
+}
+
+/// What the source is.
+#[derive(Debug, Clone)]
+pub struct SourceFacts<'a> {
+    /// The marker its replica carries (`FINGERPRINT12/PROJECT/INSTANCE`).
+    pub marker: &'a str,
+    /// Its `volatile.uuid`.
+    pub uuid: Option<&'a str>,
+    pub snapshots: &'a [SnapshotId],
+}
+
+/// Why the replica is ours to refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// Marked as a replica of this source.
+    Ours,
+    /// Marked, but its first copy never finished: copied again from scratch.
+    Unfinished,
+    /// Its markers were lost because a restore was interrupted before the configuration was
+    /// written again; everything else says it is this source's replica, and a refresh would
+    /// delete nothing the source lacks.
+    InterruptedRestore,
+    /// Not ours, taken over with `--adopt`.
+    Adopted,
+}
+
+/// Why the replica may not be refreshed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// It runs (promoted, or started by hand).
+    Running,
+    /// A replica of another source.
+    OtherSource(String),
+    /// Not made by incus-push.
+    NotOurs,
+    /// The source is another instance than the one the replica copies (deleted and
+    /// re-created under the same name).
+    IdentityChanged { recorded: String, now: String },
+    /// The replica has snapshots and the source shares none of them.
+    NothingInCommon { replica_snapshots: usize },
+    /// The source has no snapshot: a refresh would delete all of the replica's.
+    SourceHasNone { replica_snapshots: usize },
+}
+
+impl Refusal {
+    /// `--replace` may move such a replica aside (never a running one).
+    pub fn replaceable(&self) -> bool {
+        !matches!(self, Refusal::Running)
+    }
+}
+
+/// Decides whether the replica may be refreshed from this source, before anything changes.
+pub fn judge(
+    replica: &ReplicaFacts,
+    source: &SourceFacts,
+    adopt: bool,
+) -> Result<Ownership, Refusal> {
+    if replica.running {
+        return Err(Refusal::Running);
+    }
+    if let (Some(recorded), Some(now)) = (replica.recorded_uuid, source.uuid)
+        && recorded != now
+    {
+        return Err(Refusal::IdentityChanged {
+            recorded: recorded.to_string(),
+            now: now.to_string(),
+        });
+    }
+    let ownership = match replica.marker {
+        Some(marker) if marker == source.marker && !replica.synced => Ownership::Unfinished,
+        Some(marker) if marker == source.marker => Ownership::Ours,
+        None if replica.config_is_newest_snapshot
+            && replica.volatile_uuid.is_some()
+            && replica.volatile_uuid == source.uuid
+            && replica
+                .snapshots
+                .iter()
+                .all(|snapshot| source.snapshots.contains(snapshot)) =>
+        {
+            Ownership::InterruptedRestore
+        }
+        _ if adopt => Ownership::Adopted,
+        Some(other) => return Err(Refusal::OtherSource(other.to_string())),
+        None => return Err(Refusal::NotOurs),
+    };
+    // An unfinished first copy holds nothing but what this source sent.
+    if ownership != Ownership::Unfinished && !replica.snapshots.is_empty() {
+        if source.snapshots.is_empty() {
+            return Err(Refusal::SourceHasNone {
+                replica_snapshots: replica.snapshots.len(),
+            });
+        }
+        if !replica
+            .snapshots
+            .iter()
+            .any(|snapshot| source.snapshots.contains(snapshot))
+        {
+            return Err(Refusal::NothingInCommon {
+                replica_snapshots: replica.snapshots.len(),
+            });
+        }
+    }
+    Ok(ownership)
+}
+
+/// The name a replaced replica is moved to: `NAME-replaced-YYYYMMDD-HHMMSS`, shortened to
+/// Incus's 63 characters by cutting the instance name.
+pub fn moved_aside_name(name: &str, at: DateTime<Utc>) -> String {
+    let suffix = at.format("-replaced-%Y%m%d-%H%M%S").to_string();
+    let room = 63usize.saturating_sub(suffix.len());
+    let base: String = name.chars().take(room).collect();
+    format!("{}{suffix}", base.trim_end_matches('-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn facts<'a>(marker: Option<&'a str>, snapshots: &'a [SnapshotId]) -> ReplicaFacts<'a> {
+        ReplicaFacts {
+            marker,
+            recorded_uuid: Some("u1"),
+            volatile_uuid: Some("u1"),
+            synced: true,
+            snapshots,
+            ..ReplicaFacts::default()
+        }
+    }
+
+    fn source<'a>(snapshots: &'a [SnapshotId]) -> SourceFacts<'a> {
+        SourceFacts {
+            marker: "fp/default/web",
+            uuid: Some("u1"),
+            snapshots,
+        }
+    }
+
+    #[test]
+    fn a_marked_replica_with_history_in_common_is_ours() {
+        let both = [id("a", 1), id("b", 2)];
+        let newer = [id("b", 2), id("c", 3)];
+        assert_eq!(
+            judge(
+                &facts(Some("fp/default/web"), &both),
+                &source(&newer),
+                false
+            ),
+            Ok(Ownership::Ours)
+        );
+    }
+
+    #[test]
+    fn a_recreated_source_is_refused_even_with_the_same_snapshot_names() {
+        let snaps = [id("a", 1)];
+        let mut replica = facts(Some("fp/default/web"), &snaps);
+        replica.recorded_uuid = Some("old");
+        assert_eq!(
+            judge(&replica, &source(&snaps), true),
+            Err(Refusal::IdentityChanged {
+                recorded: "old".into(),
+                now: "u1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn history_the_source_cannot_send_again_is_never_refreshed_away() {
+        let old = [id("a", 1), id("b", 2), id("c", 3)];
+        let new = [id("a", 50)];
+        let marked = facts(Some("fp/default/web"), &old);
+        assert_eq!(
+            judge(&marked, &source(&new), false),
+            Err(Refusal::NothingInCommon {
+                replica_snapshots: 3
+            })
+        );
+        assert_eq!(
+            judge(&marked, &source(&[]), false),
+            Err(Refusal::SourceHasNone {
+                replica_snapshots: 3
+            })
+        );
+        // Adopting does not lift it either.
+        assert!(judge(&facts(None, &old), &source(&new), true).is_err());
+        // A replica without snapshots has nothing to lose.
+        assert_eq!(
+            judge(&facts(Some("fp/default/web"), &[]), &source(&[]), false),
+            Ok(Ownership::Ours)
+        );
+    }
+
+    #[test]
+    fn an_unfinished_first_copy_is_copied_again_whatever_it_holds() {
+        let partial = [id("x", 9)];
+        let mut replica = facts(Some("fp/default/web"), &partial);
+        replica.synced = false;
+        assert_eq!(
+            judge(&replica, &source(&[id("a", 1)]), false),
+            Ok(Ownership::Unfinished)
+        );
+    }
+
+    #[test]
+    fn a_restore_cut_before_its_configuration_is_still_recognised() {
+        let snaps = [id("a", 1), id("b", 2)];
+        let mut replica = facts(None, &snaps[..1]);
+        replica.recorded_uuid = None;
+        replica.synced = false;
+        replica.config_is_newest_snapshot = true;
+        assert_eq!(
+            judge(&replica, &source(&snaps), false),
+            Ok(Ownership::InterruptedRestore)
+        );
+        // Another instance's uuid, or a snapshot the source lacks: not ours.
+        replica.volatile_uuid = Some("other");
+        assert_eq!(
+            judge(&replica, &source(&snaps), false),
+            Err(Refusal::NotOurs)
+        );
+        replica.volatile_uuid = Some("u1");
+        let extra = [id("a", 1), id("z", 7)];
+        replica.snapshots = &extra;
+        assert_eq!(
+            judge(&replica, &source(&snaps), false),
+            Err(Refusal::NotOurs)
+        );
+    }
+
+    #[test]
+    fn other_replicas_and_foreign_instances_need_adopt_and_running_ones_are_never_touched() {
+        let snaps = [id("a", 1)];
+        assert_eq!(
+            judge(
+                &facts(Some("zz/default/web"), &snaps),
+                &source(&snaps),
+                false
+            ),
+            Err(Refusal::OtherSource("zz/default/web".into()))
+        );
+        assert_eq!(
+            judge(&facts(None, &snaps), &source(&snaps), true),
+            Ok(Ownership::Adopted)
+        );
+        let mut running = facts(Some("fp/default/web"), &snaps);
+        running.running = true;
+        assert_eq!(
+            judge(&running, &source(&snaps), true),
+            Err(Refusal::Running)
+        );
+        assert!(!Refusal::Running.replaceable());
+    }
+
+    #[test]
+    fn moved_aside_names_say_so_and_fit_incus() {
+        let at = DateTime::from_timestamp(1_795_899_000, 0).unwrap_or_default();
+        assert_eq!(moved_aside_name("web", at), "web-replaced-20261128-205000");
+        let long = "a".repeat(80);
+        let name = moved_aside_name(&long, at);
+        assert_eq!(name.len(), 63);
+        assert!(name.ends_with("-replaced-20261128-205000"));
+    }
 
     fn id(name: &str, secs: i64) -> SnapshotId {
         SnapshotId::new(name, DateTime::from_timestamp(secs, 0).unwrap_or_default())

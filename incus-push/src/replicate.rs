@@ -18,7 +18,9 @@ use incus_core::select::{Selected, gather};
 
 use crate::Args;
 use crate::lock;
-use crate::plan::{Plan, SnapshotId, plan};
+use crate::plan::{
+    Ownership, Plan, Refusal, ReplicaFacts, SnapshotId, SourceFacts, judge, moved_aside_name, plan,
+};
 
 /// Config key on a replica: which source it copies (`FINGERPRINT12/PROJECT/INSTANCE`).
 pub const SOURCE_KEY: &str = "user.incus-standby.source";
@@ -27,6 +29,13 @@ pub const RESTORED_KEY: &str = "user.incus-standby.restored";
 /// Config key on a replica: when its last transfer completed. A replica of ours without it
 /// comes from a first copy that never finished (its snapshot records may lack their data).
 pub const SYNCED_KEY: &str = "user.incus-standby.synced-at";
+/// Config key on a replica: the `volatile.uuid` of the instance it copies. A source with
+/// another uuid under the same name is another instance (deleted and re-created).
+pub const SOURCE_UUID_KEY: &str = "user.incus-standby.source-uuid";
+/// Config key on a replica moved aside by `--replace`: when, and why.
+pub const REPLACED_KEY: &str = "user.incus-standby.replaced";
+/// An instance's identity in Incus, kept by refresh and restore, new on a plain copy.
+const UUID_KEY: &str = "volatile.uuid";
 
 /// The whole run.
 pub fn run(args: &Args, output: &Output) -> Result<()> {
@@ -132,6 +141,7 @@ impl Context<'_> {
             name
         );
         let instance = &selected.instance;
+        let source_uuid = instance.config.get(UUID_KEY).cloned();
         let source_snapshots = snapshots::list(source, name).map_err(|e| e.to_string())?;
         let ids = |list: &[snapshots::Snapshot]| {
             list.iter()
@@ -139,7 +149,7 @@ impl Context<'_> {
                 .collect::<Vec<_>>()
         };
         let source_ids = ids(&source_snapshots);
-        let record = |plan: &Plan, dry_run: bool| PushRecord {
+        let record = |plan: &Plan, dry_run: bool, moved_aside: Option<String>| PushRecord {
             of: selected.of.clone(),
             target_remote: args.to.clone(),
             target_project: target_project.clone(),
@@ -147,6 +157,7 @@ impl Context<'_> {
             status: plan.status().to_string(),
             snapshots: plan.sent(),
             seconds: (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            moved_aside,
             dry_run,
         };
         // Fast path: the standby's listing (one call for all replicas) and the replica's
@@ -154,6 +165,7 @@ impl Context<'_> {
         if let Some(listed) = self.listed_replica(&target, name)
             && !listed.is_running()
             && listed.config.get(SOURCE_KEY) == Some(&marker)
+            && listed.config.get(SOURCE_UUID_KEY) == source_uuid.as_ref()
             && listed.config.contains_key(SYNCED_KEY)
             && let Ok(listed_snapshots) = snapshots::list(&target, name)
         {
@@ -165,7 +177,7 @@ impl Context<'_> {
                 args.live,
             );
             if quick == Plan::UpToDate {
-                return Ok(record(&quick, args.dry_run));
+                return Ok(record(&quick, args.dry_run, None));
             }
         }
         let lock_name =
@@ -179,51 +191,111 @@ impl Context<'_> {
                 ));
             }
         };
-        let mut replica = match instances::get(&target, name) {
+        let found = match instances::get(&target, name) {
             Ok((replica, _)) => Some(replica),
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e.to_string()),
         };
-        if let Some(found) = &replica {
-            self.check_replica(found, &marker)?;
-            let ours = found.config.get(SOURCE_KEY) == Some(&marker);
-            if ours && !found.config.contains_key(SYNCED_KEY) && !args.dry_run {
-                // A first copy that never finished: start again from scratch.
-                settle(&target, name)?;
-                instances::delete(&target, name).map_err(|e| {
-                    format!("removing the unfinished replica {}:{name}: {e}", args.to)
-                })?;
-                replica = None;
+        let mut replica = None;
+        let mut replica_snapshots = None;
+        let mut unfinished = false;
+        let mut move_aside = None;
+        if let Some(found) = found {
+            let listed = snapshots::list(&target, name).map_err(|e| e.to_string())?;
+            let listed_ids = ids(&listed);
+            let facts = ReplicaFacts {
+                running: found.is_running(),
+                marker: found.config.get(SOURCE_KEY).map(String::as_str),
+                recorded_uuid: found.config.get(SOURCE_UUID_KEY).map(String::as_str),
+                volatile_uuid: found.config.get(UUID_KEY).map(String::as_str),
+                synced: found.config.contains_key(SYNCED_KEY),
+                config_is_newest_snapshot: listed
+                    .last()
+                    .is_some_and(|newest| same_settings(&found.config, &newest.config)),
+                snapshots: &listed_ids,
+            };
+            let source_facts = SourceFacts {
+                marker: &marker,
+                uuid: source_uuid.as_deref(),
+                snapshots: &source_ids,
+            };
+            match judge(&facts, &source_facts, args.adopt) {
+                Ok(ownership) => {
+                    unfinished = ownership == Ownership::Unfinished;
+                    if unfinished {
+                        replica_snapshots = None;
+                    } else {
+                        replica_snapshots = Some(listed);
+                    }
+                    replica = Some(found);
+                }
+                Err(refusal) if args.replace && refusal.replaceable() => {
+                    move_aside = Some((found, refusal));
+                }
+                Err(refusal) => return Err(self.refusal_message(&refusal, name)),
             }
         }
-        let replica_snapshots = match &replica {
-            Some(_) => Some(snapshots::list(&target, name).map_err(|e| e.to_string())?),
-            None => None,
-        };
+        // Every check before anything on the standby changes: an unfinished replica is
+        // deleted, or a refused one moved aside, only once the copy can go ahead.
         let replica_ids = replica_snapshots.as_deref().map(ids);
         let restored = replica
             .as_ref()
+            .filter(|_| !unfinished)
             .and_then(|r| r.config.get(RESTORED_KEY).map(String::as_str));
-        let plan = plan(&source_ids, replica_ids.as_deref(), restored, args.live);
+        let plan = plan(
+            &source_ids,
+            if unfinished {
+                None
+            } else {
+                replica_ids.as_deref()
+            },
+            restored,
+            args.live,
+        );
         if plan == Plan::UpToDate {
-            return Ok(record(&plan, args.dry_run));
+            return Ok(record(&plan, args.dry_run, None));
         }
         self.check_profiles(source, &target, instance)?;
-        if args.dry_run {
-            return Ok(record(&plan, true));
-        }
+        let keep_pool = if unfinished || move_aside.is_some() {
+            None
+        } else {
+            replica.as_ref()
+        };
         let pool = args.storage.clone().or_else(|| {
-            replica
-                .as_ref()
-                .and_then(|r| root_disk(&r.devices).and_then(|(_, d)| d.get("pool").cloned()))
+            keep_pool.and_then(|r| root_disk(&r.devices).and_then(|(_, d)| d.get("pool").cloned()))
         });
         if let Some(pool) = &pool
             && !args.live
         {
             self.check_restore_keeps_pool(&target, instance, pool)?;
         }
+        let aside_name = move_aside
+            .as_ref()
+            .map(|_| moved_aside_name(name, chrono::Utc::now()));
+        if args.dry_run {
+            return Ok(record(&plan, true, aside_name));
+        }
+        if let (Some((old, refusal)), Some(aside)) = (&move_aside, &aside_name) {
+            settle(&target, name)?;
+            self.move_aside(&target, old, aside, refusal)?;
+            replica = None;
+        } else if unfinished {
+            // A first copy that never finished: its snapshot records may lack their data.
+            settle(&target, name)?;
+            instances::delete(&target, name)
+                .map_err(|e| format!("removing the unfinished replica {}:{name}: {e}", args.to))?;
+            replica = None;
+        }
+        let plan = if replica.is_none() {
+            Plan::Copy {
+                send: source_ids.iter().map(|s| s.name.clone()).collect(),
+            }
+        } else {
+            plan
+        };
         let mut overrides: BTreeMap<String, Option<String>> = inert_overrides();
         overrides.insert(SOURCE_KEY.into(), Some(marker.clone()));
+        overrides.insert(SOURCE_UUID_KEY.into(), source_uuid.clone());
         let transfer = Transfer {
             source,
             instance,
@@ -252,6 +324,7 @@ impl Context<'_> {
             ),
             other => other.to_string(),
         })?;
+        fail::fail_point!("push::after-transfer", injected);
         let newest = if args.live {
             None
         } else {
@@ -260,7 +333,7 @@ impl Context<'_> {
         interrupt::without_interruption(|| {
             self.finish_replica(&transfer, &target, name, newest.as_deref(), &overrides)
         })?;
-        Ok(record(&plan, false))
+        Ok(record(&plan, false, aside_name))
     }
 
     /// Updates (or with `None` ends) one transfer's progress and redraws the status line on
@@ -302,26 +375,63 @@ impl Context<'_> {
         listing.as_ref()?.get(name).cloned()
     }
 
-    fn check_replica(&self, replica: &Instance, marker: &str) -> Result<(), String> {
-        let args = self.args;
-        if replica.is_running() {
-            return Err(format!(
-                "the replica {}:{} is running (promoted?); incus-push never touches a running replica: stop it on {} first if it should be a replica again",
-                args.to, replica.name, args.to
-            ));
+    /// One line saying why the replica is left alone and how to go on.
+    fn refusal_message(&self, refusal: &Refusal, name: &str) -> String {
+        let to = &self.args.to;
+        let unchanged = "nothing on the standby was changed";
+        match refusal {
+            Refusal::Running => format!(
+                "the replica {to}:{name} is running (promoted?); incus-push never touches a running replica: stop it on {to} first if it should be a replica again"
+            ),
+            Refusal::OtherSource(found) => format!(
+                "{to}:{name} is a replica of another source ({found}); {unchanged}: rename one of them, take it over with --adopt, or move it aside with --replace"
+            ),
+            Refusal::NotOurs => format!(
+                "{to}:{name} exists and was not made by incus-push; {unchanged}: rename it, take it over with --adopt (its snapshots not on the source will be deleted), or move it aside with --replace"
+            ),
+            Refusal::IdentityChanged { recorded, now } => format!(
+                "the source is another instance than the one {to}:{name} copies (volatile.uuid {now}, the replica records {recorded}: deleted and re-created?); {unchanged}, so its history stays: rerun with --replace to move the old replica aside (renamed, not deleted) and copy the new instance"
+            ),
+            Refusal::NothingInCommon { replica_snapshots } => format!(
+                "{to}:{name} holds {replica_snapshots} snapshot(s) and the source has none of them; a refresh would delete them all, so {unchanged}: rerun with --replace to move the old replica aside (renamed, not deleted) and copy the source"
+            ),
+            Refusal::SourceHasNone { replica_snapshots } => format!(
+                "the source has no snapshot, and a refresh would delete the {replica_snapshots} snapshot(s) of {to}:{name}; {unchanged}: take a snapshot first (incus-snap), or rerun with --replace to move the old replica aside"
+            ),
         }
-        match replica.config.get(SOURCE_KEY) {
-            Some(found) if found == marker => Ok(()),
-            _ if args.adopt => Ok(()),
-            Some(found) => Err(format!(
-                "{}:{} is a replica of another source ({found}); rename one of them, or take it over with --adopt",
-                args.to, replica.name
-            )),
-            None => Err(format!(
-                "{}:{} exists and was not made by incus-push; rename it, or take it over with --adopt (its snapshots not on the source will be deleted)",
-                args.to, replica.name
-            )),
-        }
+    }
+
+    /// `--replace`: renames the refused replica to `NAME-replaced-…` (never deletes it) and
+    /// marks it, still inert, so that nothing of the history is lost.
+    fn move_aside(
+        &self,
+        target: &Client,
+        old: &Instance,
+        aside: &str,
+        refusal: &Refusal,
+    ) -> Result<(), String> {
+        let to = &self.args.to;
+        instances::rename(target, &old.name, aside).map_err(|e| {
+            format!(
+                "moving {to}:{} aside to {aside}: {e}; nothing else was changed",
+                old.name
+            )
+        })?;
+        fail::fail_point!("push::after-move-aside", injected);
+        let mut changes: BTreeMap<String, String> = inert_overrides()
+            .into_iter()
+            .map(|(key, value)| (key, value.unwrap_or_default()))
+            .collect();
+        changes.insert(
+            REPLACED_KEY.into(),
+            format!(
+                "{} ({refusal:?})",
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        );
+        instances::patch_config(target, aside, &changes, None).map_err(|e| {
+            format!("marking the moved-aside replica {to}:{aside}: {e}; it is kept, copy again to finish")
+        })
     }
 
     fn check_profiles(
@@ -437,16 +547,31 @@ impl Context<'_> {
         if let Some(snapshot) = newest {
             snapshots::restore(target, name, snapshot)
                 .map_err(|e| format!("restoring the replica to {snapshot}: {e}"))?;
+            fail::fail_point!("push::after-restore", injected);
             // The replica is now the snapshot, configuration included: only the inert keys
-            // and the markers change (a merge, no operation).
+            // and the markers change (a merge, no operation). Until this write it carries
+            // the snapshot's own settings (autostart among them): retry a failure at once;
+            // a replica left so is still recognised, and repaired, by the next run.
             let mut changes: BTreeMap<String, String> = overrides
                 .iter()
                 .map(|(key, value)| (key.clone(), value.clone().unwrap_or_default()))
                 .collect();
             changes.insert(RESTORED_KEY.into(), snapshot.to_string());
             changes.insert(SYNCED_KEY.into(), synced_at);
-            return instances::patch_config(target, name, &changes, None)
-                .map_err(|e| format!("writing the replica's configuration: {e}"));
+            let mut attempt = 0;
+            return loop {
+                attempt += 1;
+                let result = write_config(target, name, &changes);
+                match result {
+                    Ok(()) => break Ok(()),
+                    Err(e) if attempt >= 3 => {
+                        break Err(format!(
+                            "writing the replica's configuration after restoring it to {snapshot}: {e}; the replica is recognised and made inert again by the next run"
+                        ));
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
+                }
+            };
         }
         // --live: the refresh left the configuration of the first copy; write the source's.
         let (replica, etag) = instances::get(target, name).map_err(|e| e.to_string())?;
@@ -499,13 +624,55 @@ fn settle(target: &Client, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The keys that make a replica inert: no autostart, no snapshot schedule of its own.
+/// The keys that make a replica inert: no autostart, and no scheduled snapshots whatever its
+/// profiles say. An empty value does not override a profile in Incus, so the schedule is
+/// disabled through `snapshots.schedule.stopped=false`: Incus skips scheduled snapshots of a
+/// stopped instance unless that key is true, and a replica is always stopped.
 pub fn inert_overrides() -> BTreeMap<String, Option<String>> {
     BTreeMap::from([
         ("boot.autostart".to_string(), Some("false".to_string())),
         ("snapshots.schedule".to_string(), None),
-        ("snapshots.schedule.stopped".to_string(), None),
+        (
+            "snapshots.schedule.stopped".to_string(),
+            Some("false".to_string()),
+        ),
     ])
+}
+
+/// Merges the replica's configuration keys (a failpoint stands in for a failing server).
+fn write_config(
+    target: &Client,
+    name: &str,
+    changes: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    fail::fail_point!("push::write-config", |arg| Err(injected_error(arg)));
+    instances::patch_config(target, name, changes, None).map_err(|e| e.to_string())
+}
+
+/// True when two configurations hold the same settings, volatile keys aside.
+fn same_settings(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> bool {
+    let settings = |c: &BTreeMap<String, String>| {
+        c.iter()
+            .filter(|(key, _)| !key.starts_with("volatile."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    settings(a) == settings(b)
+}
+
+/// A failure injected by a test (`FAILPOINTS=push::after-restore=return(abort)`): `abort`
+/// ends the process at once, as `kill -9` would; anything else is an error.
+#[allow(dead_code)]
+fn injected<T>(arg: Option<String>) -> Result<T, String> {
+    Err(injected_error(arg))
+}
+
+#[allow(dead_code)]
+fn injected_error(arg: Option<String>) -> String {
+    if arg.as_deref() == Some("abort") {
+        std::process::abort();
+    }
+    format!("injected failure ({})", arg.unwrap_or_default())
 }
 
 fn prefix(fingerprint: &str) -> &str {
@@ -521,6 +688,7 @@ mod tests {
         let o = inert_overrides();
         assert_eq!(o["boot.autostart"].as_deref(), Some("false"));
         assert_eq!(o["snapshots.schedule"], None);
+        assert_eq!(o["snapshots.schedule.stopped"].as_deref(), Some("false"));
     }
 
     #[test]

@@ -30,7 +30,10 @@ pub enum Command {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match cli::parse::<Args>("incus-snap") {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
     cli::run("incus-snap", args.output.format, |output| {
         match &args.command {
             Some(Command::Schedule(schedule)) => schedule::run(schedule, output),

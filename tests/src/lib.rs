@@ -199,8 +199,9 @@ pub fn bin_dir() -> PathBuf {
     target.join("debug")
 }
 
-/// Builds the workspace's binaries once per test process (`cargo build --bins --workspace`),
-/// so that [`tool`] runs up-to-date code even under `cargo test -p incus-standby-tests`.
+/// Builds the workspace's binaries once per test process (`cargo build --bins --workspace`,
+/// with the fault injection points of incus-push), so that [`tool`] runs up-to-date code even
+/// under `cargo test -p incus-standby-tests`.
 /// Set `INCUS_STANDBY_TESTS_NO_BUILD=1` to skip this.
 fn ensure_built() {
     static BUILT: OnceLock<()> = OnceLock::new();
@@ -210,7 +211,14 @@ fn ensure_built() {
         }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--bins", "--workspace"]);
+        cmd.args([
+            "build",
+            "--quiet",
+            "--bins",
+            "--workspace",
+            "--features",
+            "incus-push/failpoints",
+        ]);
         // Drop what `cargo test` adds to a test's environment: some of it (LD_LIBRARY_PATH,
         // CARGO_PKG_*, …) would make cargo rebuild crates whose build scripts watch it.
         for (key, _) in std::env::vars_os() {
@@ -438,6 +446,10 @@ fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<
     })
 }
 
+/// The `end` record that closes a stream typed by hand (docs/records.md): without it a tool
+/// takes the stream for one whose writer was killed.
+pub const END: &str = "{\"type\":\"end\"}\n";
+
 /// What a finished command did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
@@ -470,6 +482,28 @@ impl Output {
             .into_iter()
             .filter(|r| r.get("type").and_then(Value::as_str) == Some(ty))
             .collect()
+    }
+
+    /// The `end` record, which must be the last line of the output (panics otherwise).
+    #[track_caller]
+    pub fn end(&self) -> Value {
+        let records = self.records();
+        match records.last() {
+            Some(last) if last["type"] == "end" => last.clone(),
+            _ => panic!(
+                "the output does not end with an end record\nstdout:\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            ),
+        }
+    }
+
+    /// The records before the `end` record.
+    #[track_caller]
+    pub fn records_before_end(&self) -> Vec<Value> {
+        let _ = self.end();
+        let mut records = self.records();
+        records.pop();
+        records
     }
 
     /// The message of the first `error` record (panics, showing the output, if there is none).
@@ -758,7 +792,43 @@ impl Drop for Instance {
             ]);
             quiet_incus(&args);
         }
+        // Replicas that incus-push --replace moved aside (NAME-replaced-DATE).
+        let mut list = self.project_args();
+        list.extend([
+            "list".to_string(),
+            format!("standby:^{}-replaced-", self.name),
+            "-f".to_string(),
+            "csv".to_string(),
+            "-c".to_string(),
+            "n".to_string(),
+        ]);
+        let names = quiet_incus(&list).map(|out| out.stdout).unwrap_or_default();
+        for aside in names.lines().filter(|l| !l.is_empty()) {
+            let mut args = self.project_args();
+            args.extend([
+                "delete".to_string(),
+                "--force".to_string(),
+                format!("standby:{aside}"),
+            ]);
+            quiet_incus(&args);
+        }
     }
+}
+
+/// The instances on `remote` whose names start with `prefix`.
+pub fn instances_named(remote: &str, prefix: &str) -> Vec<String> {
+    incus_ok(&[
+        "list",
+        &format!("{remote}:^{prefix}"),
+        "-f",
+        "csv",
+        "-c",
+        "n",
+    ])
+    .lines()
+    .filter(|l| !l.is_empty())
+    .map(str::to_string)
+    .collect()
 }
 
 /// Runs incus ignoring every failure (for guards, which may run while panicking).

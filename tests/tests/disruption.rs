@@ -37,12 +37,18 @@ fn the_standby_dying_mid_transfer_fails_cleanly_and_the_next_run_converges() {
     let child = tool("incus-push")
         .args(["--to", "standby", &c.name])
         .spawn();
-    for _ in 0..200 {
+    let mut appeared = false;
+    for _ in 0..400 {
         if instance_exists(&format!("standby:{}", c.name), None) {
+            appeared = true;
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert!(
+        appeared,
+        "the replica never appeared on the standby: the transfer was not under way, so killing the standby would test nothing"
+    );
     std::process::Command::new("kill")
         .args(["-KILL", &standby_pid()])
         .status()

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use incus_standby_tests::{
-    Instance, Output, Project, incus_ok, instance_exists, lab, snapshots_of, tool, unique,
+    END, Instance, Output, Project, incus_ok, instance_exists, lab, snapshots_of, tool, unique,
 };
 use serde_json::Value;
 
@@ -73,15 +73,17 @@ fn malformed_lines_are_numbered_and_the_good_lines_still_processed_in_order() {
         snap_record_line(&b.name),             // 7
     ]
     .join("\n")
-        + "\n";
+        + "\n"
+        + END;
     let out = tool("incus-snap")
         .args(["--pattern", "m%d"])
         .stdin(input)
         .run();
     out.assert_code(1);
     let got = lines(&out);
-    let records = out.records();
+    let records = out.records_before_end();
     assert_eq!(records.len(), 8, "{}", out.stdout);
+    assert_eq!(out.end()["status"], "partial");
     assert_eq!(got[0], snap_record_line(&a.name));
     for (i, line) in [(1, 2), (2, 4), (4, 6)] {
         assert_eq!(records[i]["type"], "error", "{}", out.stdout);
@@ -129,23 +131,33 @@ fn unknown_types_and_fields_pass_through_a_pipeline_byte_for_byte() {
     ];
     let snap = tool("incus-snap")
         .args(["--pattern", "fw%d"])
-        .stdin(input.join("\n") + "\n")
+        .stdin(input.join("\n") + "\n" + END)
         .run();
     snap.assert_success();
     let got = lines(&snap);
-    assert_eq!(got.len(), input.len() + 1, "{}", snap.stdout);
+    assert_eq!(got.len(), input.len() + 2, "{}", snap.stdout);
     let want: Vec<&str> = input.iter().map(String::as_str).collect();
     assert_eq!(got[..input.len()], want[..]);
     assert_eq!(snapshots_of(&c.name, None), ["fw0"]);
+    assert_eq!(snap.end()["status"], "ok");
 
-    // The next tool in the pipeline forwards all of it, the snap record too, unchanged.
+    // The next tool in the pipeline forwards all of it, the snap record too, unchanged; the
+    // end record is folded into its own, written last.
     let push = tool("incus-push")
         .args(["--to", "standby", "--dry-run"])
         .stdin(snap.stdout.clone())
         .run();
     push.assert_success();
     let forwarded = lines(&push);
-    assert_eq!(forwarded[..got.len()], got[..], "{}", push.stdout);
+    let kept = got.len() - 1;
+    assert_eq!(forwarded[..kept], got[..kept], "{}", push.stdout);
+    assert_eq!(push.end()["tool"], "incus-push");
+    assert_eq!(
+        push.records_of("end").len(),
+        1,
+        "one end record: {}",
+        push.stdout
+    );
     let pushed = push.records_of("push");
     assert_eq!(pushed.len(), 1, "{}", push.stdout);
     assert_eq!(pushed[0]["instance"], c.name.as_str());
@@ -175,7 +187,7 @@ fn read_one_line_then_close(cmd: incus_standby_tests::Cmd) -> (String, i32, Stri
 }
 
 #[test]
-fn a_closed_stdout_ends_the_tool_quietly() {
+fn a_closed_stdout_stops_the_tool_with_a_failure() {
     let instances: Vec<Instance> = (0..4)
         .map(|i| Instance::create("local", &unique(&format!("fnd-head{i}"))))
         .collect();
@@ -185,9 +197,13 @@ fn a_closed_stdout_ends_the_tool_quietly() {
     let (first, code, stderr) = read_one_line_then_close(tool("incus-snap").args(&args));
     let record: Value = serde_json::from_str(&first).expect("the first line is JSON");
     assert_eq!(record["type"], "snapshot", "{first}");
-    assert_eq!(code, 0, "stderr: {stderr}");
+    // The records were not delivered: not a success, as SIGPIPE would say; no new work.
+    assert_eq!(code, 2, "stderr: {stderr}");
+    assert!(stderr.contains("stdout was closed"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!stderr.to_lowercase().contains("broken pipe"), "{stderr}");
+    let taken: usize = instances.iter().map(|i| i.snapshots().len()).sum();
+    assert!(taken < 4, "the run went on after stdout closed");
 
     // Forwarding more than a pipe holds: the tool is certainly writing when the pipe closes.
     let input =
@@ -199,7 +215,7 @@ fn a_closed_stdout_ends_the_tool_quietly() {
             .stdin(input),
     );
     assert!(first.starts_with("{\"type\":\"x-filler\""), "{first}");
-    assert_eq!(code, 0, "stderr: {stderr}");
+    assert_eq!(code, 2, "stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!stderr.to_lowercase().contains("broken pipe"), "{stderr}");
 }
@@ -261,7 +277,8 @@ fn an_empty_pipe_with_no_targets_is_nothing_to_do() {
     ] {
         let out = tool(name).args(args).stdin("").run();
         out.assert_success();
-        assert_eq!(out.stdout, "", "{name} {args:?}");
+        assert_eq!(out.records().len(), 1, "{name} {args:?}: {}", out.stdout);
+        assert_eq!(out.end()["status"], "ok");
         assert!(!out.stderr.contains("error"), "{name}: {}", out.stderr);
     }
 }
@@ -276,7 +293,12 @@ fn no_targets_and_no_pipe_is_a_usage_error() {
     ] {
         let out = tool(name).args(args).run();
         out.assert_code(2);
-        assert_eq!(out.stdout, "", "{name} {args:?}");
+        // In band too, for the next tool of a pipeline: a run-level error, then the end.
+        let records = out.records_before_end();
+        assert_eq!(records.len(), 1, "{name} {args:?}: {}", out.stdout);
+        assert_eq!(records[0]["type"], "error");
+        assert!(records[0].get("instance").is_none());
+        assert_eq!(out.end()["status"], "failed");
         assert!(
             out.stderr.contains("no instances named"),
             "{name} {args:?}: {}",
@@ -296,7 +318,7 @@ fn format_text_prints_readable_lines() {
     let missing = unique("fnd-text-missing");
     let out = tool("incus-snap")
         .args(["--format", "text", "--pattern", "t%d", &c.name, &missing])
-        .stdin("{\"type\":\"x-note\",\"remote\":\"standby\",\"instance\":\"gone\",\"error\":\"no\",\"list\":[\"a\",\"b\"]}\n")
+        .stdin(format!("{{\"type\":\"x-note\",\"remote\":\"standby\",\"instance\":\"gone\",\"error\":\"no\",\"list\":[\"a\",\"b\"]}}\n{END}"))
         .run();
     out.assert_code(1);
     let got = lines(&out);
@@ -384,7 +406,7 @@ fn an_instance_in_a_project_is_found_only_with_that_project() {
     let out = tool("incus-snap")
         .args(["--pattern", "p%d"])
         .stdin(format!(
-            "{{\"type\":\"x\",\"remote\":\"local\",\"project\":\"{p}\",\"instance\":\"{}\"}}\n",
+            "{{\"type\":\"x\",\"remote\":\"local\",\"project\":\"{p}\",\"instance\":\"{}\"}}\n{END}",
             c.name
         ))
         .run();
@@ -449,6 +471,75 @@ fn a_remotes_configured_project_is_honoured() {
         .args(["--pattern", "c%d", "standby:"])
         .run();
     out.assert_success();
-    assert_eq!(out.records().len(), 1, "{}", out.stdout);
+    assert_eq!(out.records_before_end().len(), 1, "{}", out.stdout);
     assert_eq!(r.snapshots(), ["c0", "c1"]);
+}
+
+/// A server that speaks only TLS 1.2 (not Incus, or a proxy in the way) is refused: the
+/// client offers TLS 1.3 only, as Incus does, and says so in one line.
+#[test]
+fn a_tls12_only_server_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("s.crt"), dir.path().join("s.key"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:secp384r1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=tls12", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl req");
+    assert!(made.status.success(), "{made:?}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let mut server = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-tls1_2", "-www", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let conf = conf_copy();
+    let config = conf.path().join("config.yml");
+    let text = std::fs::read_to_string(&config).expect("config.yml");
+    let text = text.replacen(
+        "remotes:\n",
+        &format!(
+            "remotes:\n  tls12:\n    addr: https://127.0.0.1:{port}\n    protocol: incus\n    public: false\n"
+        ),
+        1,
+    );
+    std::fs::write(&config, text).expect("write config.yml");
+    std::fs::copy(&cert, conf.path().join("servercerts/tls12.crt")).expect("pin");
+    let out = tool("incus-snap")
+        .env("INCUS_CONF", conf.path())
+        .arg("tls12:web")
+        .run();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(matches!(out.code, 1 | 2), "{out:?}");
+    assert!(out.stderr.contains("tls12"), "{}", out.stderr);
+    assert!(out.stderr.contains("TLS 1.3"), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(out.records_of("snapshot").is_empty());
 }

@@ -136,7 +136,9 @@ fn usage_errors_are_refused_before_anything_is_read_or_deleted() {
         out.assert_code(2);
         assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
         assert!(
-            out.stdout.is_empty(),
+            out.records_before_end()
+                .iter()
+                .all(|r| r["type"] == "error"),
             "{args:?}: stdin was read: {}",
             out.stdout
         );
@@ -220,7 +222,7 @@ fn an_unreachable_replica_deletes_nothing_and_names_it() {
     let by_record = tool("incus-prune")
         .env("INCUS_CONF", conf.path())
         .args(["--keep-last", "1"])
-        .stdin(push_record_line(&c.name, "gone"))
+        .stdin(push_record_line(&c.name, "gone") + incus_standby_tests::END)
         .run();
     for out in [by_flag, by_record] {
         out.assert_code(1);
@@ -240,10 +242,47 @@ fn an_unreachable_replica_deletes_nothing_and_names_it() {
     }
 }
 
+/// Finding 7 of issue 8: a replica that is not there (never pushed, or a wrong
+/// --replica-project) used to mean "no anchor", and prune deleted freely.
 #[test]
-fn a_missing_replica_gives_no_anchor() {
+fn a_missing_replica_means_nothing_is_replicated_so_everything_is_kept() {
     let c = Instance::create("local", &unique("prune-noreplica"));
     take(&c, &["auto-1", "auto-2"]);
+    let out = prune(&[
+        "--replica",
+        "standby",
+        "--keep-last",
+        "1",
+        "--explain",
+        &c.name,
+    ]);
+    out.assert_success();
+    assert_eq!(c.snapshots(), ["auto-1", "auto-2"]);
+    assert!(out.stderr.contains("no replica"), "{}", out.stderr);
+    let kept = out.records_of("kept");
+    assert_eq!(kept.len(), 2, "{}", out.stdout);
+    assert_eq!(
+        kept[0]["reasons"],
+        serde_json::json!(["no-replica standby"])
+    );
+
+    // Pushed, but --replica-project names the wrong project: still nothing deleted.
+    tool("incus-push")
+        .args(["--to", "standby", &c.name])
+        .run()
+        .assert_success();
+    let out = prune(&[
+        "--replica",
+        "standby",
+        "--replica-project",
+        "no-such-project",
+        "--keep-last",
+        "1",
+        &c.name,
+    ]);
+    assert!(matches!(out.code, 0 | 1), "{out:?}");
+    assert_eq!(c.snapshots(), ["auto-1", "auto-2"]);
+    // With the right project the anchor (the newest in common) is kept, the rest pruned.
     let out = prune(&["--replica", "standby", "--keep-last", "1", &c.name]);
     out.assert_success();
     assert_eq!(c.snapshots(), ["auto-2"]);
@@ -285,14 +324,16 @@ fn a_failed_push_upstream_keeps_every_snapshot() {
     let c = Instance::create("local", &unique("prune-failed"));
     take(&c, &["auto-1", "auto-2", "auto-3"]);
     let input = format!(
-        "{{\"type\":\"snapshot\",\"remote\":\"local\",\"project\":\"default\",\"instance\":\"{name}\",\"name\":\"auto-3\"}}\n{{\"type\":\"error\",\"tool\":\"incus-push\",\"remote\":\"local\",\"project\":\"default\",\"instance\":\"{name}\",\"message\":\"copying to standby: boom\"}}\n",
+        "{{\"type\":\"snapshot\",\"remote\":\"local\",\"project\":\"default\",\"instance\":\"{name}\",\"name\":\"auto-3\"}}\n{{\"type\":\"error\",\"tool\":\"incus-push\",\"remote\":\"local\",\"project\":\"default\",\"instance\":\"{name}\",\"message\":\"copying to standby: boom\"}}\n{{\"type\":\"end\",\"tool\":\"incus-push\",\"status\":\"partial\",\"failed\":[\"incus-push\"]}}\n",
         name = c.name
     );
     let out = tool("incus-prune")
         .args(["--keep-last", "1", "--explain"])
         .stdin(input)
         .run();
-    out.assert_success();
+    // The failure upstream is reported by the last stage too.
+    out.assert_code(1);
+    assert_eq!(out.end()["failed"], serde_json::json!(["incus-push"]));
     assert_eq!(c.snapshots(), ["auto-1", "auto-2", "auto-3"]);
     assert!(out.records_of("pruned").is_empty(), "{}", out.stdout);
     let errors = out.records_of("error");

@@ -65,6 +65,11 @@ fn copies_then_refreshes_then_skips_on_the_dir_pool() {
     assert_eq!(record["status"], "refreshed");
     assert_eq!(record["snapshots"], serde_json::json!(["s3"]));
     assert_eq!(snapshots_of(&replica, None), ["s2", "s3"]);
+    // Positive control for the check below: a refresh is seen as a migration.
+    assert!(
+        recent_creations(&c.name) >= 1,
+        "the refresh left no trace: the up-to-date check below could not fail"
+    );
 
     std::thread::sleep(Duration::from_secs(6)); // let the earlier operations expire
     let out = push(&[&c.name]);
@@ -225,8 +230,19 @@ fn a_foreign_instance_is_refused_unless_adopted() {
     let message = out.first_error();
     assert!(message.contains("--adopt"), "{message}");
     assert_eq!(foreign.snapshots(), ["theirs"]);
-    push(&["--adopt", &c.name]).assert_success();
-    assert_eq!(foreign.snapshots(), ["s1"]);
+    // Adopting it would delete its only snapshot, which the source cannot send again.
+    let out = push(&["--adopt", &c.name]);
+    out.assert_code(1);
+    assert!(out.first_error().contains("--replace"), "{}", out.stderr);
+    assert_eq!(foreign.snapshots(), ["theirs"]);
+
+    // One without history is taken over.
+    let bare_name = unique("push-foreign-bare");
+    let bare = Instance::create("standby", &bare_name);
+    let source = Instance::create("local", &bare_name);
+    source.snapshot("s1");
+    push(&["--adopt", &source.name]).assert_success();
+    assert_eq!(bare.snapshots(), ["s1"]);
 }
 
 #[test]
@@ -268,9 +284,10 @@ fn stdin_records_select_and_are_forwarded_first() {
     a.snapshot("s1");
     b.snapshot("s1");
     let input = format!(
-        "{{\"type\":\"snapshot\",\"remote\":\"local\",\"project\":\"default\",\"instance\":\"{a}\",\"name\":\"s1\"}}\n{{\"type\":\"x-other\",\"note\":1}}\n{{\"type\":\"snapshot\",\"remote\":\"local\",\"project\":\"default\",\"instance\":\"{a}\",\"name\":\"s1\"}}\nnot json\n{{\"type\":\"snapshot\",\"remote\":\"local\",\"project\":\"default\",\"instance\":\"{b}\",\"name\":\"s1\"}}\n",
+        "{{\"type\":\"snapshot\",\"remote\":\"local\",\"project\":\"default\",\"instance\":\"{a}\",\"name\":\"s1\"}}\n{{\"type\":\"x-other\",\"note\":1}}\n{{\"type\":\"snapshot\",\"remote\":\"local\",\"project\":\"default\",\"instance\":\"{a}\",\"name\":\"s1\"}}\nnot json\n{{\"type\":\"snapshot\",\"remote\":\"local\",\"project\":\"default\",\"instance\":\"{b}\",\"name\":\"s1\"}}\n{end}",
         a = a.name,
-        b = b.name
+        b = b.name,
+        end = incus_standby_tests::END
     );
     let out = tool("incus-push")
         .args(["--to", "standby", "--jobs", "2"])

@@ -113,7 +113,7 @@ fn snapshots_local_and_remote_targets_as_incus_shows_them() {
     let r = Instance::create("standby", &unique("snap-rem"));
     let out = snap(&[&c.name, &r.address()]);
     out.assert_success();
-    assert_eq!(out.records().len(), 2, "{}", out.stdout);
+    assert_eq!(out.records_before_end().len(), 2, "{}", out.stdout);
 
     let local = record_for(&out, &c.name);
     assert_eq!(local["remote"], "local");
@@ -305,7 +305,7 @@ fn all_snapshots_every_instance_of_the_project() {
         .build();
     let out = snap(&["--project", p, "--all", "--pattern", "all%d"]);
     out.assert_success();
-    assert_eq!(out.records().len(), 2, "{}", out.stdout);
+    assert_eq!(out.records_before_end().len(), 2, "{}", out.stdout);
     for i in [&a, &b] {
         let record = record_for(&out, &i.name);
         assert_eq!(record["project"], p);
@@ -352,7 +352,7 @@ fn all_projects_covers_every_project() {
     let out = snap(&args.iter().map(String::as_str).collect::<Vec<_>>());
     out.assert_success();
     assert_eq!(
-        out.records().len(),
+        out.records_before_end().len(),
         2,
         "only this test's instances: {}",
         out.stdout
@@ -394,15 +394,15 @@ fn stdin_records_select_are_forwarded_first_and_errors_do_not_select() {
     ];
     let out = tool("incus-snap")
         .args(["--pattern", "in%d"])
-        .stdin(lines.join("\n") + "\n")
+        .stdin(lines.join("\n") + "\n" + incus_standby_tests::END)
         .run();
     out.assert_success();
     let got: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(got.len(), lines.len() + 2, "{}", out.stdout);
+    assert_eq!(got.len(), lines.len() + 3, "{}", out.stdout);
     let want: Vec<&str> = lines.iter().map(String::as_str).collect();
     assert_eq!(got[..lines.len()], want[..], "forwarded unchanged");
     // Then the tool's own records, one per selected instance.
-    let own: Vec<Value> = got[lines.len()..]
+    let own: Vec<Value> = got[lines.len()..got.len() - 1]
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or(Value::Null))
         .collect();
@@ -444,12 +444,12 @@ fn exclude_running_and_stopped_filter_the_selection() {
 
     let out = snap(&[&base[..], &["--exclude", "*skipme*", "--running"]].concat());
     out.assert_success();
-    assert_eq!(out.records().len(), 1, "{}", out.stdout);
+    assert_eq!(out.records_before_end().len(), 1, "{}", out.stdout);
     record_for(&out, &running.name);
 
     let out = snap(&[&base[..], &["--exclude", "*skipme*", "--stopped"]].concat());
     out.assert_success();
-    assert_eq!(out.records().len(), 1, "{}", out.stdout);
+    assert_eq!(out.records_before_end().len(), 1, "{}", out.stdout);
     record_for(&out, &stopped.name);
 
     let out = snap(
@@ -460,7 +460,7 @@ fn exclude_running_and_stopped_filter_the_selection() {
         .concat(),
     );
     out.assert_success();
-    assert_eq!(out.records().len(), 1, "{}", out.stdout);
+    assert_eq!(out.records_before_end().len(), 1, "{}", out.stdout);
     record_for(&out, &skipped.name);
 
     assert_eq!(running.snapshots(), ["f0"]);
@@ -487,7 +487,13 @@ fn invalid_values_exit_2_before_any_snapshot_is_taken() {
     for case in cases {
         let out = snap(&[case, &[c.name.as_str()]].concat());
         out.assert_code(2);
-        assert_eq!(out.stdout, "", "{case:?}");
+        assert!(
+            out.records_before_end()
+                .iter()
+                .all(|r| r["type"] == "error"),
+            "{case:?}: {}",
+            out.stdout
+        );
         assert!(
             out.stderr.starts_with("incus-snap: error:"),
             "{case:?}: {}",
@@ -504,7 +510,9 @@ fn invalid_values_exit_2_before_any_snapshot_is_taken() {
         ))
         .run();
     out.assert_code(2);
-    assert_eq!(out.stdout, "");
+    let records = out.records_before_end();
+    assert_eq!(records.len(), 1, "nothing forwarded: {}", out.stdout);
+    assert_eq!(records[0]["type"], "error");
     assert_eq!(c.snapshots(), ["s1"]);
 }
 
@@ -599,7 +607,13 @@ fn an_invalid_schedule_exits_2_and_leaves_the_config() {
     for case in cases {
         let out = snap(&[&["schedule"][..], case, &[c.name.as_str()]].concat());
         out.assert_code(2);
-        assert_eq!(out.stdout, "", "{case:?}");
+        assert!(
+            out.records_before_end()
+                .iter()
+                .all(|r| r["type"] == "error"),
+            "{case:?}: {}",
+            out.stdout
+        );
         assert!(out.stderr.contains("error"), "{case:?}: {}", out.stderr);
         assert_eq!(c.config_get("snapshots.schedule"), "0 3 * * *", "{case:?}");
         assert_eq!(c.config_get("snapshots.expiry"), "2w", "{case:?}");

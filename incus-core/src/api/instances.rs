@@ -146,6 +146,18 @@ pub fn change_state(
     Ok(())
 }
 
+/// Renames a stopped instance (its snapshots go with it).
+pub fn rename(client: &Client, name: &str, new_name: &str) -> Result<()> {
+    client.execute(
+        &Request::post(
+            format!("/instances/{}", escape(name)),
+            json!({ "name": new_name }),
+        ),
+        &WaitOptions::plain(),
+    )?;
+    Ok(())
+}
+
 /// Deletes a (stopped) instance and its snapshots.
 pub fn delete(client: &Client, name: &str) -> Result<()> {
     client.execute(

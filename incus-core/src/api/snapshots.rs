@@ -1,5 +1,7 @@
 //! Snapshots: list, create, delete, update expiry, restore.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
@@ -20,6 +22,9 @@ pub struct Snapshot {
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub stateful: bool,
+    /// The instance's own configuration when the snapshot was taken.
+    #[serde(default, deserialize_with = "super::nullable")]
+    pub config: BTreeMap<String, String>,
 }
 
 /// `expires_at` as Incus takes it: RFC 3339, or the zero time for "never".

@@ -495,6 +495,10 @@ impl Client {
             reason = format!("no answer in time ({reason})");
         } else if reason.contains("close_notify") || reason.contains("connection reset") {
             reason = "the connection was cut (did the daemon stop?)".into();
+        } else if reason.contains("ProtocolVersion") || reason.contains("peer is incompatible") {
+            reason = format!(
+                "the server does not speak TLS 1.3, which every Incus server does ({reason}): check that the address is the Incus server's core.https_address and that no proxy stands in the way"
+            );
         }
         Error::Unreachable {
             remote: self.remote.clone(),
