@@ -20,9 +20,9 @@ step() {
 step scripts/lab.sh up
 # Everything below sees the lab: INCUS_CONF, INCUS_DIR (the primary), INCUS_LAB_*.
 eval "$(scripts/lab.sh env)"
-step cargo build --workspace --all-targets --features incus-push/failpoints
-step cargo test --workspace --features incus-push/failpoints "$@"
-step cargo clippy --workspace --all-targets --features incus-push/failpoints -- -D warnings
+step cargo build --workspace --all-targets --features incus-core/failpoints
+step cargo test --workspace --features incus-core/failpoints "$@"
+step cargo clippy --workspace --all-targets --features incus-core/failpoints -- -D warnings
 step cargo clippy --workspace --all-targets -- -D warnings
 step cargo fmt --all -- --check
 printf '==> all checks passed\n'

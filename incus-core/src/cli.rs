@@ -64,6 +64,9 @@ pub fn run(
     body: impl FnOnce(&Output) -> anyhow::Result<()>,
 ) -> ExitCode {
     install_signal_handlers();
+    // Fault injection for the tests (`FAILPOINTS=…`); compiled in only with the
+    // `failpoints` feature.
+    let _failpoints = fail::FailScenario::setup();
     let output = Output::stdout(tool, format);
     let result = body(&output);
     let own = match result {

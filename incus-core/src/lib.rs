@@ -6,6 +6,8 @@
 //!   operation model.
 //! - [`api`]: one module per Incus resource.
 //! - [`record`]: the newline-delimited JSON stream the tools exchange.
+//! - [`replication`]: the replication engine (compare, transfer, restore, make inert, markers,
+//!   locks) that incus-push and incus-failover share.
 //! - [`cli`], [`select`], [`parallel`]: what every binary shares.
 //! - [`pattern`], [`duration`], [`cron`]: pure parsing of Incus's own syntaxes.
 
@@ -22,6 +24,7 @@ pub mod pattern;
 pub mod record;
 pub mod relay;
 pub mod remote;
+pub mod replication;
 pub mod select;
 
 pub use address::{InstanceAddress, RemoteName};

@@ -118,6 +118,94 @@ pub struct KeptRecord {
     pub dry_run: bool,
 }
 
+/// `status`: one instance's replication state, as incus-failover status sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusRecord {
+    #[serde(flatten)]
+    pub of: InstanceRef,
+    pub standby: String,
+    pub replica_project: String,
+    pub replica_instance: String,
+    /// `up`, `unreachable` or `missing` (the primary answers, but has no such instance).
+    pub primary: String,
+    /// Why the primary is unreachable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_error: Option<String>,
+    pub primary_running: Option<bool>,
+    pub primary_newest: Option<String>,
+    #[serde(serialize_with = "optional_time")]
+    pub primary_newest_at: Option<DateTime<Utc>>,
+    pub replica_newest: Option<String>,
+    #[serde(serialize_with = "optional_time")]
+    pub replica_newest_at: Option<DateTime<Utc>>,
+    pub replica_snapshots: usize,
+    /// What a promotion now would lose, in seconds: the age of the replica's newest snapshot.
+    pub rpo_seconds: Option<i64>,
+    #[serde(serialize_with = "optional_time")]
+    pub last_sync: Option<DateTime<Utc>>,
+    pub ready: bool,
+    /// Why it is not ready (empty when ready).
+    pub problems: Vec<String>,
+    pub replica_running: bool,
+    pub promoted: bool,
+    /// The primary copy carries incus-failover's fencing (`None`: primary unreachable).
+    pub fenced: Option<bool>,
+    /// The same instance runs on both servers.
+    pub split_brain: bool,
+}
+
+/// `step`: one step of a promotion or fencing, done (or, with `dry_run`, to be done).
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    #[serde(flatten)]
+    pub of: InstanceRef,
+    pub step: String,
+    pub detail: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// `promoted`: a replica now runs as the instance, on the standby.
+#[derive(Debug, Clone, Serialize)]
+pub struct PromotedRecord {
+    #[serde(flatten)]
+    pub of: InstanceRef,
+    pub standby: String,
+    pub replica_project: String,
+    pub replica_instance: String,
+    /// The snapshot the promoted instance started from.
+    pub snapshot: Option<String>,
+    pub emergency: bool,
+    /// Data written on the primary after this time is not on the promoted instance
+    /// (`null` for a planned promotion: nothing is lost).
+    #[serde(serialize_with = "optional_time")]
+    pub data_loss_since: Option<DateTime<Utc>>,
+    /// The length of that window when the primary was last seen (its last sync), in seconds;
+    /// 0 for a planned promotion.
+    pub data_loss_seconds: Option<i64>,
+    #[serde(serialize_with = "optional_time")]
+    pub primary_last_seen: Option<DateTime<Utc>>,
+    /// It was promoted by an earlier run: nothing was done.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub already: bool,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// `fenced`: the primary copy can no longer run by itself (autostart off, stopped).
+#[derive(Debug, Clone, Serialize)]
+pub struct FencedRecord {
+    #[serde(flatten)]
+    pub of: InstanceRef,
+    pub standby: String,
+    /// Its `boot.autostart` before the fencing (`null`: unset).
+    pub autostart_was: Option<String>,
+    pub stopped: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
 /// `error`: something failed; the record names the tool and, when known, the instance.
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorRecord {
@@ -194,6 +282,10 @@ pub enum Record {
     Push(PushRecord),
     Pruned(PrunedRecord),
     Kept(KeptRecord),
+    Status(StatusRecord),
+    Step(StepRecord),
+    Promoted(PromotedRecord),
+    Fenced(FencedRecord),
     Error(ErrorRecord),
     End(EndRecord),
 }

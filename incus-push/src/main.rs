@@ -1,14 +1,13 @@
 //! incus-push: replicate instances and their snapshots to a standby server, incrementally.
 
-mod lock;
-mod plan;
-mod replicate;
+mod push;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use incus_core::api::migration::Mode;
 use incus_core::cli::{self, OutputArgs};
+use incus_core::replication::Options;
 use incus_core::select::TargetArgs;
 
 /// Replicate instances and their snapshots to a standby server, incrementally.
@@ -61,15 +60,30 @@ pub struct Args {
     pub output: OutputArgs,
 }
 
+impl Args {
+    /// What the engine needs of the flags.
+    pub fn options(&self) -> Options {
+        Options {
+            to: self.to.clone(),
+            target_project: self.target_project.clone(),
+            storage: self.storage.clone(),
+            mode: self.mode,
+            live: self.live,
+            sync_profiles: self.sync_profiles,
+            adopt: self.adopt,
+            replace: self.replace,
+            dry_run: self.dry_run,
+            allow_fenced: false,
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    // Fault injection for the tests (`FAILPOINTS=…`); compiled in only with the
-    // `failpoints` feature.
-    let _failpoints = fail::FailScenario::setup();
     let args = match cli::parse::<Args>("incus-push") {
         Ok(args) => args,
         Err(code) => return code,
     };
     cli::run("incus-push", args.output.format, |output| {
-        replicate::run(&args, output)
+        push::run(&args, output)
     })
 }

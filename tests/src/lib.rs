@@ -217,7 +217,7 @@ fn ensure_built() {
             "--bins",
             "--workspace",
             "--features",
-            "incus-push/failpoints",
+            "incus-core/failpoints",
         ]);
         // Drop what `cargo test` adds to a test's environment: some of it (LD_LIBRARY_PATH,
         // CARGO_PKG_*, …) would make cargo rebuild crates whose build scripts watch it.

@@ -6,6 +6,7 @@
 pub mod certificates;
 pub mod instances;
 pub mod migration;
+pub mod networks;
 pub mod operations;
 pub mod profiles;
 pub mod server;

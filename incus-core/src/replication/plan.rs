@@ -97,6 +97,8 @@ pub fn plan(
 #[derive(Debug, Clone, Default)]
 pub struct ReplicaFacts<'a> {
     pub running: bool,
+    /// Promoted by incus-failover (`user.incus-standby.promoted`).
+    pub promoted: bool,
     /// Its `user.incus-standby.source` marker.
     pub marker: Option<&'a str>,
     /// Its `user.incus-standby.source-uuid`: the `volatile.uuid` of the instance it copies.
@@ -141,6 +143,8 @@ pub enum Ownership {
 pub enum Refusal {
     /// It runs (promoted, or started by hand).
     Running,
+    /// incus-failover promoted it: it holds the newest data.
+    Promoted,
     /// A replica of another source.
     OtherSource(String),
     /// Not made by incus-push.
@@ -157,7 +161,7 @@ pub enum Refusal {
 impl Refusal {
     /// `--replace` may move such a replica aside (never a running one).
     pub fn replaceable(&self) -> bool {
-        !matches!(self, Refusal::Running)
+        !matches!(self, Refusal::Running | Refusal::Promoted)
     }
 }
 
@@ -169,6 +173,9 @@ pub fn judge(
 ) -> Result<Ownership, Refusal> {
     if replica.running {
         return Err(Refusal::Running);
+    }
+    if replica.promoted {
+        return Err(Refusal::Promoted);
     }
     if let (Some(recorded), Some(now)) = (replica.recorded_uuid, source.uuid)
         && recorded != now
@@ -360,6 +367,13 @@ mod tests {
             Err(Refusal::Running)
         );
         assert!(!Refusal::Running.replaceable());
+        let mut promoted = facts(Some("fp/default/web"), &snaps);
+        promoted.promoted = true;
+        assert_eq!(
+            judge(&promoted, &source(&snaps), true),
+            Err(Refusal::Promoted)
+        );
+        assert!(!Refusal::Promoted.replaceable());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Replicating one instance: lock, compare, check profiles, transfer, then make the replica
+//! The replication engine, shared by incus-push and incus-failover. Replicating one instance: lock, compare, check profiles, transfer, then make the replica
 //! a consistent, inert copy (restored to the newest snapshot, no autostart, no schedule).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -6,19 +6,16 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use anyhow::Result;
-use incus_core::api::instances::{self, Instance, root_disk};
-use incus_core::api::migration::Transfer;
-use incus_core::api::{profiles, snapshots};
-use incus_core::cli::usage;
-use incus_core::client::{Client, WaitOptions};
-use incus_core::interrupt;
-use incus_core::record::{InstanceRef, Output, PushRecord, Record};
-use incus_core::select::{Selected, gather};
+use crate::api::instances::{self, Instance, root_disk};
+use crate::api::migration::{Mode, Transfer};
+use crate::api::{profiles, snapshots};
+use crate::client::{Client, WaitOptions};
+use crate::interrupt;
+use crate::record::{InstanceRef, PushRecord};
+use crate::select::{Connections, Selected};
 
-use crate::Args;
-use crate::lock;
-use crate::plan::{
+use super::lock;
+use super::plan::{
     Ownership, Plan, Refusal, ReplicaFacts, SnapshotId, SourceFacts, judge, moved_aside_name, plan,
 };
 
@@ -34,72 +31,60 @@ pub const SYNCED_KEY: &str = "user.incus-standby.synced-at";
 pub const SOURCE_UUID_KEY: &str = "user.incus-standby.source-uuid";
 /// Config key on a replica moved aside by `--replace`: when, and why.
 pub const REPLACED_KEY: &str = "user.incus-standby.replaced";
+/// Config key on a replica promoted by incus-failover: when, and from which source. A
+/// promoted replica is never refreshed, even once stopped again.
+pub const PROMOTED_KEY: &str = "user.incus-standby.promoted";
+/// Config key on a primary instance fenced by incus-failover (autostart off, stopped for a
+/// promotion): when, and to which standby. Plain pushes leave a fenced instance alone.
+pub const FENCED_KEY: &str = "user.incus-standby.fenced";
+/// Config key on a fenced primary instance: its own `boot.autostart` before the fencing
+/// (empty: unset), given to the promoted replica.
+pub const AUTOSTART_BEFORE_KEY: &str = "user.incus-standby.autostart-before";
+/// Config key on a replica: the source's own values of the keys the replica overrides to be
+/// inert (`boot.autostart`, `snapshots.schedule`, `snapshots.schedule.stopped`), as JSON, so
+/// that a promotion gives them back even when the primary is gone.
+pub const SOURCE_SETTINGS_KEY: &str = "user.incus-standby.source-settings";
+/// The value of [`AUTOSTART_BEFORE_KEY`] when `boot.autostart` was unset (an empty value would
+/// delete the key).
+pub const AUTOSTART_UNSET: &str = "unset";
 /// An instance's identity in Incus, kept by refresh and restore, new on a plain copy.
-const UUID_KEY: &str = "volatile.uuid";
+pub const UUID_KEY: &str = "volatile.uuid";
 
-/// The whole run.
-pub fn run(args: &Args, output: &Output) -> Result<()> {
-    if args.jobs == 0 {
-        return Err(usage("--jobs must be at least 1"));
-    }
-    let selection = gather(&args.targets, output)?;
-    selection
-        .connections
-        .remotes()
-        .get(&args.to)
-        .map_err(|e| usage(format!("--to: {e}")))?;
-    if selection.instances.is_empty() {
-        return Ok(());
-    }
-    let standby = selection.connections.client(&args.to, None)?;
-    let standby_fingerprint = match standby.server() {
-        Ok(info) => info.environment.certificate_fingerprint.clone(),
-        Err(e) => {
-            for selected in &selection.instances {
-                output.error(
-                    Some(&selected.of),
-                    &format!(
-                        "copying {} to {}: cannot reach the standby: {e}",
-                        address(&selected.of),
-                        args.to
-                    ),
-                );
-            }
-            return Ok(());
-        }
-    };
-    let context = Context {
-        args,
-        standby,
-        standby_fingerprint,
-        profiles: Mutex::new(BTreeMap::new()),
-        replicas: Mutex::new(BTreeMap::new()),
-        transfers: Mutex::new(BTreeMap::new()),
-        progress: std::io::stderr().is_terminal(),
-    };
-    incus_core::parallel::map(&selection.instances, args.jobs, |selected| {
-        let start = Instant::now();
-        match context.replicate(selected, start) {
-            Ok(record) => output.emit(&Record::Push(record)),
-            Err(message) => output.error(
-                Some(&selected.of),
-                &format!(
-                    "copying {} to {}: {message}",
-                    address(&selected.of),
-                    args.to
-                ),
-            ),
-        }
-    });
-    Ok(())
+/// What a replication does, as incus-push's flags say it.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The standby remote.
+    pub to: String,
+    /// Project on the standby (default: the source instance's).
+    pub target_project: Option<String>,
+    /// Pool for the root disk of new replicas.
+    pub storage: Option<String>,
+    pub mode: Mode,
+    /// Keep the live-synced state instead of restoring to the newest snapshot.
+    pub live: bool,
+    /// Copy missing profiles first.
+    pub sync_profiles: bool,
+    /// Take over an instance incus-push did not create.
+    pub adopt: bool,
+    /// Move a refused replica aside and copy anew.
+    pub replace: bool,
+    /// Change nothing.
+    pub dry_run: bool,
+    /// Replicate a source fenced for a promotion (incus-failover's final sync); plain pushes
+    /// refuse one.
+    pub allow_fenced: bool,
 }
 
-fn address(of: &InstanceRef) -> String {
+/// `REMOTE:INSTANCE`, for messages.
+pub fn address(of: &InstanceRef) -> String {
     format!("{}:{}", of.remote, of.instance)
 }
 
-struct Context<'a> {
-    args: &'a Args,
+/// Replicates instances to one standby: the comparisons, checks, transfer, restore and
+/// inert configuration of one replica at a time (call [`Replicator::replicate`] from as many
+/// threads as wanted; listings and profiles are cached across them).
+pub struct Replicator<'a> {
+    options: &'a Options,
     standby: Client,
     standby_fingerprint: String,
     /// The standby's instances per project, listed once (`None`: the
@@ -112,9 +97,35 @@ struct Context<'a> {
     transfers: Mutex<BTreeMap<String, String>>,
 }
 
-impl Context<'_> {
-    fn replicate(&self, selected: &Selected, start: Instant) -> Result<PushRecord, String> {
-        let args = self.args;
+impl<'a> Replicator<'a> {
+    /// Connects to the standby (its server information is read once).
+    pub fn connect(options: &'a Options, connections: &Connections) -> crate::Result<Self> {
+        let standby = connections.client(&options.to, None)?;
+        let standby_fingerprint = standby
+            .server()?
+            .environment
+            .certificate_fingerprint
+            .clone();
+        Ok(Replicator {
+            options,
+            standby,
+            standby_fingerprint,
+            profiles: Mutex::new(BTreeMap::new()),
+            replicas: Mutex::new(BTreeMap::new()),
+            transfers: Mutex::new(BTreeMap::new()),
+            progress: std::io::stderr().is_terminal(),
+        })
+    }
+
+    /// The standby, in its default project.
+    pub fn standby(&self) -> &Client {
+        &self.standby
+    }
+
+    /// Replicates one instance; the error is one line saying why and what to do.
+    pub fn replicate(&self, selected: &Selected) -> Result<PushRecord, String> {
+        let start = Instant::now();
+        let args = self.options;
         let source = &selected.client;
         let name = &selected.of.instance;
         let target_project = args
@@ -141,6 +152,14 @@ impl Context<'_> {
             name
         );
         let instance = &selected.instance;
+        if let Some(fenced) = instance.config.get(FENCED_KEY)
+            && !args.allow_fenced
+        {
+            return Err(format!(
+                "{} was fenced for a promotion ({fenced}); incus-push leaves it alone: fail back with incus-failover failback, or remove {FENCED_KEY} if the promotion was abandoned",
+                address(&selected.of)
+            ));
+        }
         let source_uuid = instance.config.get(UUID_KEY).cloned();
         let source_snapshots = snapshots::list(source, name).map_err(|e| e.to_string())?;
         let ids = |list: &[snapshots::Snapshot]| {
@@ -205,6 +224,7 @@ impl Context<'_> {
             let listed_ids = ids(&listed);
             let facts = ReplicaFacts {
                 running: found.is_running(),
+                promoted: found.config.contains_key(PROMOTED_KEY),
                 marker: found.config.get(SOURCE_KEY).map(String::as_str),
                 recorded_uuid: found.config.get(SOURCE_UUID_KEY).map(String::as_str),
                 volatile_uuid: found.config.get(UUID_KEY).map(String::as_str),
@@ -296,6 +316,10 @@ impl Context<'_> {
         let mut overrides: BTreeMap<String, Option<String>> = inert_overrides();
         overrides.insert(SOURCE_KEY.into(), Some(marker.clone()));
         overrides.insert(SOURCE_UUID_KEY.into(), source_uuid.clone());
+        overrides.insert(
+            SOURCE_SETTINGS_KEY.into(),
+            Some(source_settings(&instance.config)),
+        );
         let transfer = Transfer {
             source,
             instance,
@@ -318,7 +342,7 @@ impl Context<'_> {
             self.show_progress(&label, None);
         }
         result.map_err(|e| match e {
-            incus_core::Error::Cancelled => format!(
+            crate::Error::Cancelled => format!(
                 "interrupted: the transfer was cancelled; {}:{name} keeps its previous state",
                 args.to
             ),
@@ -377,11 +401,14 @@ impl Context<'_> {
 
     /// One line saying why the replica is left alone and how to go on.
     fn refusal_message(&self, refusal: &Refusal, name: &str) -> String {
-        let to = &self.args.to;
+        let to = &self.options.to;
         let unchanged = "nothing on the standby was changed";
         match refusal {
             Refusal::Running => format!(
                 "the replica {to}:{name} is running (promoted?); incus-push never touches a running replica: stop it on {to} first if it should be a replica again"
+            ),
+            Refusal::Promoted => format!(
+                "{to}:{name} was promoted by incus-failover and holds the newest data; incus-push never overwrites it: fail back with incus-failover failback"
             ),
             Refusal::OtherSource(found) => format!(
                 "{to}:{name} is a replica of another source ({found}); {unchanged}: rename one of them, take it over with --adopt, or move it aside with --replace"
@@ -410,7 +437,7 @@ impl Context<'_> {
         aside: &str,
         refusal: &Refusal,
     ) -> Result<(), String> {
-        let to = &self.args.to;
+        let to = &self.options.to;
         instances::rename(target, &old.name, aside).map_err(|e| {
             format!(
                 "moving {to}:{} aside to {aside}: {e}; nothing else was changed",
@@ -470,17 +497,17 @@ impl Context<'_> {
             .map(|p| p.as_str())
             .collect::<Vec<_>>()
             .join(", ");
-        if !self.args.sync_profiles {
+        if !self.options.sync_profiles {
             let first = missing[0];
             return Err(format!(
                 "profile(s) {list} missing on {} (project {}); nothing was sent: copy them with `incus profile copy {}:{first} {}:{first}` or rerun with --sync-profiles",
-                self.args.to,
+                self.options.to,
                 target.project(),
                 source.remote(),
-                self.args.to
+                self.options.to
             ));
         }
-        if self.args.dry_run {
+        if self.options.dry_run {
             return Ok(());
         }
         for name in missing {
@@ -527,7 +554,7 @@ impl Context<'_> {
             restored => Err(format!(
                 "the replica's root disk would be on pool {pool}, but restoring it to its newest snapshot gives it the root disk of {} (Incus restores a snapshot's devices), and it could not start; nothing was sent: on {} make the profile put the root disk on {pool}, or use --live (no restore)",
                 restored.map_or_else(|| "no pool".to_string(), |p| format!("pool {p}")),
-                self.args.to
+                self.options.to
             )),
         }
     }
@@ -606,7 +633,7 @@ impl Context<'_> {
 /// on the server): a refresh started meanwhile would fail on the busy instance.
 fn settle(target: &Client, name: &str) -> Result<(), String> {
     let url = format!("/1.0/instances/{name}");
-    let running = incus_core::api::operations::running(target).map_err(|e| e.to_string())?;
+    let running = crate::api::operations::running(target).map_err(|e| e.to_string())?;
     for op in running {
         let concerned = op.resources.get("instances").is_some_and(|list| {
             list.iter()
@@ -649,6 +676,24 @@ fn write_config(
     instances::patch_config(target, name, changes, None).map_err(|e| e.to_string())
 }
 
+/// The source's own values of the keys a replica overrides, as JSON (absent keys left out).
+/// A source fenced by incus-failover has `boot.autostart=false` for the fencing; its own value
+/// is the one recorded before.
+pub fn source_settings(config: &BTreeMap<String, String>) -> String {
+    let mut kept: BTreeMap<String, String> = inert_overrides()
+        .keys()
+        .filter_map(|key| config.get(key).map(|value| (key.clone(), value.clone())))
+        .collect();
+    if let Some(before) = config.get(AUTOSTART_BEFORE_KEY) {
+        if before == AUTOSTART_UNSET {
+            kept.remove("boot.autostart");
+        } else {
+            kept.insert("boot.autostart".into(), before.clone());
+        }
+    }
+    serde_json::to_string(&kept).unwrap_or_else(|_| "{}".to_string())
+}
+
 /// True when two configurations hold the same settings, volatile keys aside.
 fn same_settings(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> bool {
     let settings = |c: &BTreeMap<String, String>| {
@@ -689,6 +734,28 @@ mod tests {
         assert_eq!(o["boot.autostart"].as_deref(), Some("false"));
         assert_eq!(o["snapshots.schedule"], None);
         assert_eq!(o["snapshots.schedule.stopped"].as_deref(), Some("false"));
+    }
+
+    #[test]
+    fn source_settings_keep_the_fenced_sources_own_autostart() {
+        let config = BTreeMap::from([
+            ("boot.autostart".to_string(), "false".to_string()),
+            (AUTOSTART_BEFORE_KEY.to_string(), "true".to_string()),
+            ("snapshots.schedule".to_string(), "@daily".to_string()),
+            ("user.other".to_string(), "x".to_string()),
+        ]);
+        assert_eq!(
+            source_settings(&config),
+            r#"{"boot.autostart":"true","snapshots.schedule":"@daily"}"#
+        );
+        let unset = BTreeMap::from([
+            ("boot.autostart".to_string(), "false".to_string()),
+            (
+                AUTOSTART_BEFORE_KEY.to_string(),
+                AUTOSTART_UNSET.to_string(),
+            ),
+        ]);
+        assert_eq!(source_settings(&unset), "{}");
     }
 
     #[test]

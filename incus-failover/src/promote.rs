@@ -1,0 +1,760 @@
+//! `promote` and `fence`: the seed's last steps ("stop the primary, start the copy on the
+//! snapshot server") as one resumable sequence per instance.
+//!
+//! Every step first looks at the servers and does nothing if it is done already, so a run
+//! killed at any point is finished by the next one; and the replica is started only once the
+//! primary copy is fenced (autostart off) and seen stopped, so both never run together.
+//!
+//! Planned: fence the primary copy (`boot.autostart=false`, with its old value kept on it),
+//! stop it (cleanly, then by force), take a final snapshot, sync it with the replication
+//! engine (the replica is restored to it), give the replica the source's own settings back,
+//! start it. Nothing is lost.
+//!
+//! Emergency (the primary does not answer): the replica starts from the newest snapshot it
+//! holds; the record gives the data-loss window, and the operator is told how to keep the old
+//! primary from starting its copies again.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::{Result, anyhow};
+use chrono::{DateTime, Utc};
+use incus_core::api::instances::{self, Instance};
+use incus_core::api::migration::Mode;
+use incus_core::api::snapshots;
+use incus_core::cli::usage;
+use incus_core::client::Client;
+use incus_core::interrupt;
+use incus_core::record::{FencedRecord, InstanceRef, Output, PromotedRecord, Record, StepRecord};
+use incus_core::replication::{
+    AUTOSTART_BEFORE_KEY, AUTOSTART_UNSET as UNSET, FENCED_KEY, Options, PROMOTED_KEY,
+    RESTORED_KEY, Replicator, SOURCE_KEY, SOURCE_SETTINGS_KEY, SYNCED_KEY, address,
+    inert_overrides,
+};
+use incus_core::select::Selected;
+
+use crate::pairs::{Pair, PairArgs, Pairs, resolve};
+use crate::status::rfc3339;
+
+/// Names of the final snapshots a planned promotion takes.
+const FINAL_PREFIX: &str = "failover-";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PromoteArgs {
+    #[command(flatten)]
+    pub pairs: PairArgs,
+    /// The primary is gone: start each replica from the newest snapshot it holds. Refused
+    /// while the primary answers (a planned promotion then loses nothing)
+    #[arg(long)]
+    pub emergency: bool,
+    /// Print every step that would be taken; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds to wait for a clean stop of the primary copy before forcing it
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub stop_timeout: u64,
+    /// Who connects to whom for the final sync (as incus-push --mode)
+    #[arg(long, value_enum, default_value_t = Mode::Pull)]
+    pub mode: Mode,
+    /// How many instances to promote at once (started in boot.autostart.priority order)
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 1)]
+    pub jobs: usize,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct FenceArgs {
+    #[command(flatten)]
+    pub pairs: PairArgs,
+    /// Print what would be done; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds to wait for a clean stop before forcing it
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub stop_timeout: u64,
+}
+
+struct Steps<'a> {
+    output: &'a Output,
+    dry_run: bool,
+}
+
+impl Steps<'_> {
+    fn report(&self, of: &InstanceRef, step: &str, detail: String) {
+        self.output.emit(&Record::Step(StepRecord {
+            of: of.clone(),
+            step: step.to_string(),
+            detail,
+            dry_run: self.dry_run,
+        }));
+    }
+}
+
+/// `incus-failover promote`.
+pub fn promote(args: &PromoteArgs, output: &Output) -> Result<()> {
+    if args.jobs == 0 {
+        return Err(usage("--jobs must be at least 1"));
+    }
+    let mut pairs = resolve(&args.pairs, output)?;
+    if pairs.pairs.is_empty() {
+        return Ok(());
+    }
+    let standby_name = &args.pairs.standby;
+    pairs
+        .standby
+        .server()
+        .map_err(|e| anyhow!("the standby {standby_name}: {e}; nothing was changed"))?;
+    if args.emergency {
+        // Refused while any primary answers: fencing it loses nothing.
+        let mut remotes: Vec<&str> = pairs.pairs.iter().map(|p| p.of.remote.as_str()).collect();
+        remotes.sort_unstable();
+        remotes.dedup();
+        for remote in remotes {
+            let client = pairs.connections.client(remote, None)?;
+            match client.server() {
+                Ok(_) => {
+                    return Err(usage(format!(
+                        "--emergency refused: the primary {remote} answers; promote without --emergency (it fences the primary copy and loses nothing)"
+                    )));
+                }
+                Err(incus_core::Error::Unreachable { .. }) => {}
+                Err(e) => {
+                    return Err(anyhow!(
+                        "--emergency refused: the primary {remote} cannot be judged unreachable ({e})"
+                    ));
+                }
+            }
+        }
+    }
+    order_by_priority(&mut pairs, output);
+    let options = Options {
+        to: standby_name.clone(),
+        target_project: args.pairs.target_project.clone(),
+        storage: None,
+        mode: args.mode,
+        live: false,
+        sync_profiles: false,
+        adopt: false,
+        replace: false,
+        dry_run: args.dry_run,
+        allow_fenced: true,
+    };
+    let replicator = if args.emergency {
+        None
+    } else {
+        Some(
+            Replicator::connect(&options, &pairs.connections)
+                .map_err(|e| anyhow!("the standby {standby_name}: {e}"))?,
+        )
+    };
+    let promotion = Promotion {
+        args,
+        pairs: &pairs,
+        steps: Steps {
+            output,
+            dry_run: args.dry_run,
+        },
+        replicator: replicator.as_ref(),
+    };
+    let emergencies = std::sync::atomic::AtomicUsize::new(0);
+    incus_core::parallel::map(&pairs.pairs, args.jobs, |pair| {
+        let result = if args.emergency {
+            promotion.emergency(pair)
+        } else {
+            promotion.planned(pair)
+        };
+        match result {
+            Ok(record) => {
+                if record.emergency && !record.already {
+                    emergencies.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                output.emit(&Record::Promoted(record));
+            }
+            Err(message) => output.error(
+                Some(&pair.of),
+                &format!(
+                    "promoting {} on {standby_name}: {message}",
+                    address(&pair.of)
+                ),
+            ),
+        }
+    });
+    if emergencies.into_inner() > 0 && !args.dry_run {
+        let mut remotes: Vec<&str> = pairs.pairs.iter().map(|p| p.of.remote.as_str()).collect();
+        remotes.dedup();
+        for remote in remotes {
+            output.note(&format!(
+                "FENCE THE OLD PRIMARY BY HAND: {remote} still holds its copies, with their autostart as it was; after a crash Incus starts them again when the daemon comes back (their last state was running). Keep {remote} powered off or off the network; as soon as it answers, run: incus-failover fence {remote}: --standby {standby_name}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Starts the instances that should come up first first: `boot.autostart.priority`, highest
+/// first, as Incus does at boot (ties by name).
+fn order_by_priority(pairs: &mut Pairs, output: &Output) {
+    let mut priorities: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let mut projects: Vec<String> = pairs
+        .pairs
+        .iter()
+        .map(|p| p.replica_project.clone())
+        .collect();
+    projects.sort();
+    projects.dedup();
+    for project in projects {
+        match instances::list(&pairs.standby.in_project(&project), false) {
+            Ok(list) => {
+                for instance in list {
+                    let priority = instance
+                        .config
+                        .get("boot.autostart.priority")
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(0);
+                    priorities.insert((project.clone(), instance.name), priority);
+                }
+            }
+            Err(e) => output.note(&format!("cannot read priorities in project {project}: {e}")),
+        }
+    }
+    pairs.pairs.sort_by(|a, b| {
+        let priority = |p: &Pair| {
+            priorities
+                .get(&(p.replica_project.clone(), p.of.instance.clone()))
+                .copied()
+                .unwrap_or(0)
+        };
+        priority(b)
+            .cmp(&priority(a))
+            .then_with(|| a.of.instance.cmp(&b.of.instance))
+    });
+}
+
+struct Promotion<'a> {
+    args: &'a PromoteArgs,
+    pairs: &'a Pairs,
+    steps: Steps<'a>,
+    replicator: Option<&'a Replicator<'a>>,
+}
+
+impl Promotion<'_> {
+    fn standby_name(&self) -> &str {
+        &self.args.pairs.standby
+    }
+
+    fn record(
+        &self,
+        pair: &Pair,
+        start: Instant,
+        snapshot: Option<String>,
+        already: bool,
+    ) -> PromotedRecord {
+        PromotedRecord {
+            of: pair.of.clone(),
+            standby: self.standby_name().to_string(),
+            replica_project: pair.replica_project.clone(),
+            replica_instance: pair.of.instance.clone(),
+            snapshot,
+            emergency: self.args.emergency,
+            data_loss_since: None,
+            data_loss_seconds: Some(0),
+            primary_last_seen: None,
+            already,
+            seconds: (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            dry_run: self.steps.dry_run,
+        }
+    }
+
+    /// The planned promotion of one instance.
+    fn planned(&self, pair: &Pair) -> Result<PromotedRecord, String> {
+        let start = Instant::now();
+        let name = &pair.of.instance;
+        let of = &pair.of;
+        let standby = self.pairs.replica(pair);
+        let replica = read_replica(&standby, self.standby_name(), name)?;
+        let promoted_before = replica.config.contains_key(PROMOTED_KEY);
+        if promoted_before && replica.is_running() {
+            return Ok(self.record(pair, start, replica.config.get(RESTORED_KEY).cloned(), true));
+        }
+        let primary = self.pairs.primary(pair).map_err(|e| e.to_string())?;
+        let (instance, etag) = instances::get(&primary, name).map_err(|e| match e {
+            incus_core::Error::Unreachable { .. } => format!(
+                "{e}; if the primary is gone, promote with --emergency (from the newest snapshot the replica holds)"
+            ),
+            e if e.is_not_found() => format!(
+                "the primary has no instance {name} (any more); promote with --emergency to start the replica as it is"
+            ),
+            e => e.to_string(),
+        })?;
+        let resuming = instance.config.contains_key(FENCED_KEY);
+        if !promoted_before && !resuming {
+            self.check_ready(pair, &replica)?;
+        }
+        if interrupt::requested() {
+            return Err("interrupted before anything was changed".into());
+        }
+        fence_primary(
+            &self.steps,
+            of,
+            &primary,
+            &instance,
+            etag,
+            self.standby_name(),
+        )?;
+        stop_primary(&self.steps, of, &primary, name, self.args.stop_timeout)?;
+        let snapshot = if promoted_before {
+            replica.config.get(RESTORED_KEY).cloned()
+        } else {
+            let snapshot = self.final_snapshot(pair, &primary, &instance)?;
+            self.sync(pair, &primary, &snapshot)?;
+            Some(snapshot)
+        };
+        let (replica, _) = instances::get(&standby, name).map_err(|e| e.to_string())?;
+        let (instance, _) = instances::get(&primary, name).map_err(|e| e.to_string())?;
+        let autostart = instance.config.get(AUTOSTART_BEFORE_KEY).cloned();
+        give_identity(&self.steps, pair, &standby, &replica, autostart, false)?;
+        // Never both: the primary copy must still be stopped now.
+        let (instance, _) = instances::get(&primary, name).map_err(|e| e.to_string())?;
+        if instance.is_running() && !self.steps.dry_run {
+            return Err(format!(
+                "{} runs again (started by hand?); the replica was not started: stop it and run the promotion again",
+                address(of)
+            ));
+        }
+        start_replica(&self.steps, pair, &standby, self.standby_name())?;
+        Ok(self.record(pair, start, snapshot, false))
+    }
+
+    /// Refuses a replica that could not take over, before anything changes.
+    fn check_ready(&self, pair: &Pair, replica: &Instance) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if replica.is_running() {
+            problems.push("it is running".to_string());
+        }
+        if !replica.config.contains_key(SOURCE_KEY) {
+            problems.push("it was not made by incus-push".to_string());
+        } else if !replica.config.contains_key(SYNCED_KEY) {
+            problems.push("its first copy never finished".to_string());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the replica is not ready ({}); nothing was changed: run incus-push --to {} {} first",
+                problems.join("; "),
+                self.standby_name(),
+                address(&pair.of)
+            ))
+        }
+    }
+
+    /// The final snapshot of the stopped primary: one taken since the fencing is reused (a
+    /// resumed run), else a new `failover-DATE`.
+    fn final_snapshot(
+        &self,
+        pair: &Pair,
+        primary: &Client,
+        instance: &Instance,
+    ) -> Result<String, String> {
+        let name = &pair.of.instance;
+        let fenced_at = instance
+            .config
+            .get(FENCED_KEY)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        let list = snapshots::list(primary, name).map_err(|e| e.to_string())?;
+        if let (Some(newest), Some(fenced_at)) = (list.last(), fenced_at)
+            && newest.name.starts_with(FINAL_PREFIX)
+            && newest.created_at.timestamp() >= fenced_at.timestamp()
+        {
+            return Ok(newest.name.clone());
+        }
+        let snapshot = format!("{FINAL_PREFIX}{}", Utc::now().format("%Y%m%d-%H%M%S"));
+        self.steps.report(
+            &pair.of,
+            "final-snapshot",
+            format!(
+                "snapshot {}/{snapshot} of the stopped primary",
+                address(&pair.of)
+            ),
+        );
+        if !self.steps.dry_run {
+            snapshots::create(primary, name, &snapshot, false, None)
+                .map_err(|e| format!("taking the final snapshot {snapshot}: {e}"))?;
+        }
+        Ok(snapshot)
+    }
+
+    /// Sends the final snapshot with the replication engine (the replica ends restored to it,
+    /// inert, marked).
+    fn sync(&self, pair: &Pair, primary: &Client, snapshot: &str) -> Result<(), String> {
+        let name = &pair.of.instance;
+        let Some(replicator) = self.replicator else {
+            return Err("no replication engine for a planned promotion".into());
+        };
+        if self.steps.dry_run {
+            self.steps.report(
+                &pair.of,
+                "sync",
+                format!(
+                    "send {snapshot} to {}:{name} and restore the replica to it",
+                    self.standby_name()
+                ),
+            );
+            return Ok(());
+        }
+        let (instance, _) = instances::get(primary, name).map_err(|e| e.to_string())?;
+        let selected = Selected {
+            of: pair.of.clone(),
+            client: primary.clone(),
+            instance,
+        };
+        let pushed = replicator
+            .replicate(&selected)
+            .map_err(|e| format!("the final sync: {e}"))?;
+        self.steps.report(
+            &pair.of,
+            "sync",
+            format!(
+                "{} ({}) to {}:{name}",
+                pushed.status,
+                if pushed.snapshots.is_empty() {
+                    "nothing new".to_string()
+                } else {
+                    pushed.snapshots.join(", ")
+                },
+                self.standby_name()
+            ),
+        );
+        let (replica, _) =
+            instances::get(&self.pairs.replica(pair), name).map_err(|e| e.to_string())?;
+        if replica.config.get(RESTORED_KEY).map(String::as_str) != Some(snapshot) {
+            return Err(format!(
+                "after the final sync the replica is not restored to {snapshot}; it was not started"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The emergency promotion of one instance: its primary does not answer.
+    fn emergency(&self, pair: &Pair) -> Result<PromotedRecord, String> {
+        let start = Instant::now();
+        let name = &pair.of.instance;
+        let standby = self.pairs.replica(pair);
+        let replica = read_replica(&standby, self.standby_name(), name)?;
+        let promoted_before = replica.config.contains_key(PROMOTED_KEY);
+        let list = snapshots::list(&standby, name).map_err(|e| e.to_string())?;
+        let newest = list.last().cloned();
+        let last_seen = replica
+            .config
+            .get(SYNCED_KEY)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        let mut record = self.record(
+            pair,
+            start,
+            newest.as_ref().map(|s| s.name.clone()),
+            promoted_before && replica.is_running(),
+        );
+        record.data_loss_since = newest.as_ref().map(|s| s.created_at);
+        record.primary_last_seen = last_seen;
+        record.data_loss_seconds = match (&newest, last_seen) {
+            (Some(newest), Some(seen)) => Some((seen - newest.created_at).num_seconds().max(0)),
+            _ => None,
+        };
+        if record.already {
+            return Ok(record);
+        }
+        if !promoted_before {
+            if replica.is_running() {
+                return Err(
+                    "the replica is running already (started by hand?); nothing was changed".into(),
+                );
+            }
+            if !replica.config.contains_key(SOURCE_KEY) || last_seen.is_none() {
+                return Err(format!(
+                    "{}:{name} is not a finished replica made by incus-push; nothing was changed (start it by hand if it is what you want)",
+                    self.standby_name()
+                ));
+            }
+            let Some(newest) = &newest else {
+                return Err("the replica holds no snapshot; nothing was changed".into());
+            };
+            if replica.config.get(RESTORED_KEY) != Some(&newest.name) {
+                self.steps.report(
+                    &pair.of,
+                    "restore",
+                    format!("restore {}:{name} to {}", self.standby_name(), newest.name),
+                );
+                if !self.steps.dry_run {
+                    snapshots::restore(&standby, name, &newest.name)
+                        .map_err(|e| format!("restoring the replica to {}: {e}", newest.name))?;
+                }
+            }
+        }
+        let (replica, _) = instances::get(&standby, name).map_err(|e| e.to_string())?;
+        give_identity(&self.steps, pair, &standby, &replica, None, true)?;
+        start_replica(&self.steps, pair, &standby, self.standby_name())?;
+        Ok(record)
+    }
+}
+
+fn read_replica(standby: &Client, standby_name: &str, name: &str) -> Result<Instance, String> {
+    match instances::get(standby, name) {
+        Ok((replica, _)) => Ok(replica),
+        Err(e) if e.is_not_found() => Err(format!(
+            "there is no replica {standby_name}:{name} (project {}); nothing was changed: replicate it first with incus-push --to {standby_name}",
+            standby.project()
+        )),
+        Err(e) => Err(format!("reading the replica: {e}")),
+    }
+}
+
+/// Fences the primary copy: `boot.autostart=false`, its old value and the fencing recorded on
+/// it, in one write guarded by the ETag. Returns the old value (`None`: unset).
+fn fence_primary(
+    steps: &Steps,
+    of: &InstanceRef,
+    primary: &Client,
+    instance: &Instance,
+    etag: Option<String>,
+    standby_name: &str,
+) -> Result<Option<String>, String> {
+    let before = instance.config.get("boot.autostart").cloned();
+    if instance.config.contains_key(FENCED_KEY) {
+        return Ok(instance
+            .config
+            .get(AUTOSTART_BEFORE_KEY)
+            .filter(|v| *v != UNSET)
+            .cloned());
+    }
+    steps.report(
+        of,
+        "fence",
+        format!(
+            "set boot.autostart=false on {} (was {})",
+            address(of),
+            before.as_deref().unwrap_or(UNSET)
+        ),
+    );
+    if steps.dry_run {
+        return Ok(before);
+    }
+    let changes = BTreeMap::from([
+        ("boot.autostart".to_string(), "false".to_string()),
+        (
+            FENCED_KEY.to_string(),
+            format!("{} for {standby_name}", rfc3339(Utc::now())),
+        ),
+        (
+            AUTOSTART_BEFORE_KEY.to_string(),
+            before.clone().unwrap_or_else(|| UNSET.to_string()),
+        ),
+    ]);
+    instances::patch_config(primary, &of.instance, &changes, etag)
+        .map_err(|e| format!("fencing {}: {e}; nothing else was changed", address(of)))?;
+    fail::fail_point!("failover::after-fence", |arg| Err(injected(arg)));
+    Ok(before)
+}
+
+/// Stops the primary copy: cleanly within `timeout` seconds, then by force (a clean stop
+/// that times out leaves the instance running).
+fn stop_primary(
+    steps: &Steps,
+    of: &InstanceRef,
+    primary: &Client,
+    name: &str,
+    timeout: u64,
+) -> Result<bool, String> {
+    let (instance, _) = instances::get(primary, name).map_err(|e| e.to_string())?;
+    if !instance.is_running() {
+        return Ok(false);
+    }
+    steps.report(
+        of,
+        "stop",
+        format!(
+            "stop {} (clean within {timeout} s, then forced)",
+            address(of)
+        ),
+    );
+    if steps.dry_run {
+        return Ok(true);
+    }
+    let seconds = i64::try_from(timeout).unwrap_or(i64::MAX).max(1);
+    if let Err(clean) = instances::change_state(primary, name, "stop", seconds, false) {
+        let (instance, _) = instances::get(primary, name).map_err(|e| e.to_string())?;
+        if instance.is_running() {
+            steps.report(
+                of,
+                "force-stop",
+                format!("the clean stop failed ({}); forcing it", clean.message()),
+            );
+            instances::change_state(primary, name, "stop", 0, true)
+                .map_err(|e| format!("stopping {}: {e}", address(of)))?;
+        }
+    }
+    fail::fail_point!("failover::after-stop", |arg| Err(injected(arg)));
+    Ok(true)
+}
+
+/// Gives the replica the source's own settings back (autostart, snapshot schedule) in place
+/// of the inert ones, and marks it promoted.
+fn give_identity(
+    steps: &Steps,
+    pair: &Pair,
+    standby: &Client,
+    replica: &Instance,
+    autostart_before: Option<String>,
+    emergency: bool,
+) -> Result<(), String> {
+    let name = &pair.of.instance;
+    if replica.config.contains_key(PROMOTED_KEY) {
+        return Ok(());
+    }
+    let settings: BTreeMap<String, String> = replica
+        .config
+        .get(SOURCE_SETTINGS_KEY)
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default();
+    let mut changes: BTreeMap<String, String> = inert_overrides()
+        .into_keys()
+        .map(|key| {
+            let value = settings.get(&key).cloned().unwrap_or_default();
+            (key, value)
+        })
+        .collect();
+    if let Some(before) = autostart_before {
+        changes.insert(
+            "boot.autostart".into(),
+            if before == UNSET {
+                String::new()
+            } else {
+                before
+            },
+        );
+    }
+    // The final snapshot was taken after the fencing: its markers are the old primary's.
+    changes.insert(FENCED_KEY.into(), String::new());
+    changes.insert(AUTOSTART_BEFORE_KEY.into(), String::new());
+    changes.insert(
+        PROMOTED_KEY.into(),
+        format!(
+            "{} {} from {}",
+            rfc3339(Utc::now()),
+            if emergency { "emergency" } else { "planned" },
+            replica.config.get(SOURCE_KEY).cloned().unwrap_or_default()
+        ),
+    );
+    let shown: Vec<String> = changes
+        .iter()
+        .filter(|(key, _)| inert_overrides().contains_key(*key))
+        .map(|(key, value)| {
+            if value.is_empty() {
+                format!("{key} unset")
+            } else {
+                format!("{key}={value}")
+            }
+        })
+        .collect();
+    steps.report(
+        &pair.of,
+        "identity",
+        format!(
+            "give {}:{name} the source's settings: {}",
+            standby.remote(),
+            shown.join(", ")
+        ),
+    );
+    if steps.dry_run {
+        return Ok(());
+    }
+    instances::patch_config(standby, name, &changes, None)
+        .map_err(|e| format!("writing the promoted replica's configuration: {e}"))?;
+    fail::fail_point!("failover::after-identity", |arg| Err(injected(arg)));
+    Ok(())
+}
+
+fn start_replica(
+    steps: &Steps,
+    pair: &Pair,
+    standby: &Client,
+    standby_name: &str,
+) -> Result<(), String> {
+    let name = &pair.of.instance;
+    let (replica, _) = instances::get(standby, name).map_err(|e| e.to_string())?;
+    if replica.is_running() {
+        return Ok(());
+    }
+    steps.report(&pair.of, "start", format!("start {standby_name}:{name}"));
+    if steps.dry_run {
+        return Ok(());
+    }
+    instances::change_state(standby, name, "start", 0, false)
+        .map_err(|e| format!("starting {standby_name}:{name}: {e}"))
+}
+
+/// `incus-failover fence`.
+pub fn fence(args: &FenceArgs, output: &Output) -> Result<()> {
+    let pairs = resolve(&args.pairs, output)?;
+    let steps = Steps {
+        output,
+        dry_run: args.dry_run,
+    };
+    let standby_name = &args.pairs.standby;
+    for pair in &pairs.pairs {
+        if interrupt::requested() {
+            break;
+        }
+        match fence_one(&pairs, &steps, pair, standby_name, args.stop_timeout) {
+            Ok(record) => output.emit(&Record::Fenced(record)),
+            Err(message) => output.error(
+                Some(&pair.of),
+                &format!("fencing {}: {message}", address(&pair.of)),
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn fence_one(
+    pairs: &Pairs,
+    steps: &Steps,
+    pair: &Pair,
+    standby_name: &str,
+    stop_timeout: u64,
+) -> Result<FencedRecord, String> {
+    let name = &pair.of.instance;
+    let replica = read_replica(&pairs.replica(pair), standby_name, name)?;
+    if !replica.config.contains_key(PROMOTED_KEY) {
+        return Err(format!(
+            "{standby_name}:{name} was not promoted; fencing would stop the production copy, so nothing was done"
+        ));
+    }
+    let primary = pairs.primary(pair).map_err(|e| e.to_string())?;
+    let (instance, etag) = instances::get(&primary, name).map_err(|e| match e {
+        incus_core::Error::Unreachable { .. } => {
+            format!("{e}; keep it off the network and run fence again once it answers")
+        }
+        e => e.to_string(),
+    })?;
+    let autostart_was = fence_primary(steps, &pair.of, &primary, &instance, etag, standby_name)?;
+    let stopped = stop_primary(steps, &pair.of, &primary, name, stop_timeout)?;
+    Ok(FencedRecord {
+        of: pair.of.clone(),
+        standby: standby_name.to_string(),
+        autostart_was,
+        stopped,
+        dry_run: steps.dry_run,
+    })
+}
+
+/// A failure injected by a test (`FAILPOINTS=failover::after-stop=return(abort)`): `abort`
+/// ends the process at once, as `kill -9` would.
+#[allow(dead_code)]
+fn injected(arg: Option<String>) -> String {
+    if arg.as_deref() == Some("abort") {
+        std::process::abort();
+    }
+    format!("injected failure ({})", arg.unwrap_or_default())
+}

@@ -1,0 +1,401 @@
+//! incus-failover against the lab daemons: status, the monitoring check, planned and emergency
+//! promotion, fencing, and a promotion interrupted at every step. One test at a time: the
+//! emergency test kills the primary daemon.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use incus_standby_tests::{
+    Cmd, Instance, Output, config_get, incus_ok, lab, repo_root, snapshots_of, tool, unique,
+};
+use serde_json::Value;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn failover(args: &[&str]) -> Output {
+    tool("incus-failover").args(args).run()
+}
+
+fn push(name: &str) {
+    tool("incus-push")
+        .args(["--to", "standby", name])
+        .run()
+        .assert_success();
+}
+
+fn status_of(address: &str) -> String {
+    let (remote, name) = address.split_once(':').unwrap_or(("local", address));
+    incus_ok(&[
+        "list",
+        &format!("{remote}:^{name}$"),
+        "-f",
+        "csv",
+        "-c",
+        "s",
+    ])
+}
+
+fn the_status(name: &str) -> Value {
+    let out = failover(&["status", "--standby", "standby", name]);
+    out.assert_success();
+    let records = out.records_of("status");
+    assert_eq!(records.len(), 1, "{}", out.stdout);
+    records[0].clone()
+}
+
+/// The promoted instance runs on the standby, the primary copy is stopped with autostart off,
+/// and the file written before the promotion is there.
+#[track_caller]
+fn assert_promoted(name: &str, file_content: &str) {
+    assert_eq!(status_of(&format!("standby:{name}")), "RUNNING");
+    assert_eq!(status_of(name), "STOPPED");
+    assert_eq!(config_get(name, "boot.autostart"), "false");
+    let standby = format!("standby:{name}");
+    assert_eq!(
+        incus_ok(&["exec", &standby, "--", "cat", "/root/data"]),
+        file_content
+    );
+    assert_eq!(config_get(&standby, "boot.autostart"), "");
+    assert_eq!(config_get(&standby, "snapshots.schedule.stopped"), "");
+    assert!(!config_get(&standby, "user.incus-standby.promoted").is_empty());
+    assert_eq!(config_get(&standby, "user.incus-standby.fenced"), "");
+}
+
+/// A running instance with a NIC (p2p: no bridge needed on loopback), a file, a snapshot,
+/// replicated.
+fn replicated(prefix: &str) -> Instance {
+    let name = unique(prefix);
+    let c = Instance::builder("local", &name).stopped().build();
+    incus_ok(&[
+        "config",
+        "device",
+        "add",
+        &name,
+        "eth0",
+        "nic",
+        "nictype=p2p",
+        "-q",
+    ]);
+    c.start();
+    c.exec("echo before > /root/data");
+    c.snapshot("s1");
+    push(&name);
+    c
+}
+
+#[test]
+fn status_reports_each_replica_and_the_check_uses_nagios_codes() {
+    let _serial = serial();
+    let c = replicated("fo-status");
+    let record = the_status(&c.name);
+    assert_eq!(record["primary"], "up");
+    assert_eq!(record["primary_running"], true);
+    assert_eq!(record["replica_newest"], "s1");
+    assert_eq!(record["primary_newest"], "s1");
+    assert_eq!(record["ready"], true, "{record}");
+    assert_eq!(record["split_brain"], false);
+    assert!(
+        record["rpo_seconds"].as_i64().is_some_and(|s| s < 300),
+        "{record}"
+    );
+    assert!(record["last_sync"].as_str().is_some());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prom = dir.path().join("incus-standby.prom");
+    let check = |args: &[&str]| {
+        let mut all = vec!["check", "--standby", "standby", c.name.as_str()];
+        all.extend_from_slice(args);
+        failover(&all)
+    };
+    let out = check(&[
+        "--max-rpo",
+        "1H",
+        "--prometheus",
+        prom.to_str().unwrap_or_default(),
+    ]);
+    out.assert_code(0);
+    assert!(out.stdout.starts_with("INCUS-STANDBY OK"), "{}", out.stdout);
+    let text = std::fs::read_to_string(&prom).expect("the textfile");
+    assert!(text.contains(&format!("incus_standby_ready{{remote=\"local\",project=\"default\",instance=\"{}\",standby=\"standby\"}} 1", c.name)), "{text}");
+    assert!(
+        text.contains("# TYPE incus_standby_rpo_seconds gauge"),
+        "{text}"
+    );
+    assert!(text.contains("incus_standby_split_brain{"), "{text}");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read_dir")
+        .filter_map(|e| e.ok())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "a temporary file was left behind");
+
+    // The replica's newest snapshot two days old: the RPO grows past the thresholds.
+    let env_standby = lab().standby_dir();
+    let backdate = Cmd::new("incus")
+        .env("INCUS_DIR", &env_standby)
+        .args([
+            "admin",
+            "sql",
+            "global",
+            &format!(
+                "UPDATE instances_snapshots SET creation_date=strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-2 days') WHERE name='s1' AND instance_id=(SELECT id FROM instances WHERE name='{}')",
+                c.name
+            ),
+        ])
+        .run();
+    backdate.assert_success();
+    check(&["--max-rpo", "1y", "--warn-rpo", "1d"]).assert_code(1);
+    let out = check(&["--max-rpo", "1d"]);
+    out.assert_code(2);
+    assert!(out.stdout.contains("RPO"), "{}", out.stdout);
+
+    // A replica that could autostart is not ready: CRITICAL.
+    incus_ok(&[
+        "config",
+        "set",
+        &format!("standby:{}", c.name),
+        "boot.autostart=true",
+    ]);
+    let record = the_status(&c.name);
+    assert_eq!(record["ready"], false);
+    assert!(
+        record["problems"].to_string().contains("boot.autostart"),
+        "{record}"
+    );
+    check(&["--max-rpo", "100y"]).assert_code(2);
+
+    // UNKNOWN when the standby is not a remote at all.
+    let out = failover(&["check", "--standby", "nowhere", "--max-rpo", "1H", &c.name]);
+    out.assert_code(3);
+    assert!(
+        out.stdout.starts_with("INCUS-STANDBY UNKNOWN"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_planned_promotion_loses_nothing_keeps_the_mac_and_is_idempotent() {
+    let _serial = serial();
+    let c = replicated("fo-planned");
+    let name = c.name.clone();
+    let mac = config_get(&name, "volatile.eth0.hwaddr");
+    c.exec("echo after-the-last-push > /root/data");
+
+    let out = failover(&["promote", "--standby", "standby", &name, "--dry-run"]);
+    out.assert_success();
+    let steps: Vec<String> = out
+        .records_of("step")
+        .iter()
+        .map(|s| s["step"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "fence",
+            "stop",
+            "final-snapshot",
+            "sync",
+            "identity",
+            "start"
+        ]
+    );
+    assert_eq!(status_of(&name), "RUNNING", "--dry-run changed something");
+    assert_eq!(status_of(&format!("standby:{name}")), "STOPPED");
+
+    let out = failover(&["promote", "--standby", "standby", &name]);
+    out.assert_success();
+    let promoted = &out.records_of("promoted")[0];
+    assert_eq!(promoted["data_loss_seconds"], 0);
+    assert_eq!(promoted["emergency"], false);
+    assert_promoted(&name, "after-the-last-push");
+    assert_eq!(
+        config_get(&format!("standby:{name}"), "volatile.eth0.hwaddr"),
+        mac
+    );
+    let snapshot = promoted["snapshot"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(snapshot.starts_with("failover-"), "{promoted}");
+    assert!(snapshots_of(&format!("standby:{name}"), None).contains(&snapshot));
+
+    // Again: nothing to do, and nothing started twice.
+    let out = failover(&["promote", "--standby", "standby", &name]);
+    out.assert_success();
+    assert_eq!(out.records_of("promoted")[0]["already"], true);
+    assert!(out.records_of("step").is_empty(), "{}", out.stdout);
+
+    // A plain push now refuses both sides.
+    let out = tool("incus-push").args(["--to", "standby", &name]).run();
+    out.assert_code(1);
+    assert!(out.first_error().contains("fenced"), "{}", out.stderr);
+    let record = the_status(&name);
+    assert_eq!(record["promoted"], true);
+    assert_eq!(record["fenced"], true);
+    assert_eq!(record["split_brain"], false);
+}
+
+#[test]
+fn a_promotion_interrupted_at_any_step_resumes_and_never_runs_both() {
+    let _serial = serial();
+    for point in [
+        "failover::after-fence",
+        "failover::after-stop",
+        "push::after-transfer",
+        "push::after-restore",
+        "failover::after-identity",
+    ] {
+        let c = replicated("fo-resume");
+        let name = c.name.clone();
+        c.exec("echo newest > /root/data");
+        let out = tool("incus-failover")
+            .env("FAILPOINTS", format!("{point}=return(abort)"))
+            .args(["promote", "--standby", "standby", &name])
+            .run();
+        assert_eq!(out.code, 134, "{point}: not killed there: {out:?}");
+        let both =
+            status_of(&name) == "RUNNING" && status_of(&format!("standby:{name}")) == "RUNNING";
+        assert!(!both, "{point}: both copies run");
+        let out = failover(&["promote", "--standby", "standby", &name]);
+        out.assert_success();
+        assert_promoted(&name, "newest");
+    }
+}
+
+#[test]
+fn a_replica_that_is_not_ready_is_refused_before_anything_changes() {
+    let _serial = serial();
+    let name = unique("fo-notready");
+    let c = Instance::launch("local", &name);
+    let out = failover(&["promote", "--standby", "standby", &name]);
+    out.assert_code(1);
+    assert!(out.first_error().contains("no replica"), "{}", out.stderr);
+    assert_eq!(c.status(), "Running");
+    assert_eq!(config_get(&name, "boot.autostart"), "");
+    // --emergency is refused while the primary answers.
+    c.snapshot("s1");
+    push(&name);
+    let out = failover(&["promote", "--standby", "standby", "--emergency", &name]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("answers"), "{}", out.stderr);
+    assert_eq!(c.status(), "Running");
+    assert_eq!(status_of(&format!("standby:{name}")), "STOPPED");
+}
+
+fn primary_pid() -> String {
+    let pid_file = lab().primary_dir().join("lab.pid");
+    std::fs::read_to_string(&pid_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
+        .trim()
+        .to_string()
+}
+
+fn lab_up() {
+    Cmd::new(repo_root().join("scripts/lab.sh"))
+        .arg("up")
+        .timeout(Duration::from_secs(300))
+        .run()
+        .assert_success();
+}
+
+#[test]
+fn an_emergency_promotion_reports_its_data_loss_and_fence_ends_the_split_brain() {
+    let _serial = serial();
+    let c = replicated("fo-emergency");
+    let name = c.name.clone();
+    let standby = format!("standby:{name}");
+    let s1_at = incus_ok(&[
+        "query",
+        &format!("local:/1.0/instances/{name}/snapshots/s1"),
+    ]);
+    let s1: Value = serde_json::from_str(&s1_at).unwrap_or(Value::Null);
+    let s1_at = s1["created_at"].as_str().unwrap_or_default().to_string();
+    c.exec("echo lost > /root/data");
+
+    std::process::Command::new("kill")
+        .args(["-KILL", &primary_pid()])
+        .status()
+        .expect("kill the primary daemon");
+    let result = std::panic::catch_unwind(|| {
+        let record = the_status(&name);
+        assert_eq!(record["primary"], "unreachable", "{record}");
+        assert_eq!(record["ready"], true, "{record}");
+
+        let out = failover(&["promote", "--standby", "standby", &name]);
+        out.assert_code(1);
+        assert!(out.first_error().contains("--emergency"), "{}", out.stderr);
+        assert_eq!(status_of(&standby), "STOPPED");
+
+        let out = failover(&["promote", "--standby", "standby", "--emergency", &name]);
+        out.assert_success();
+        let promoted = &out.records_of("promoted")[0];
+        assert_eq!(promoted["emergency"], true);
+        assert_eq!(promoted["snapshot"], "s1");
+        let since = promoted["data_loss_since"].as_str().unwrap_or_default();
+        assert_eq!(&since[..19], &s1_at[..19], "{promoted}");
+        assert!(
+            promoted["primary_last_seen"].as_str().is_some(),
+            "{promoted}"
+        );
+        assert!(
+            out.stderr.contains("FENCE THE OLD PRIMARY"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("incus-failover fence"),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(status_of(&standby), "RUNNING");
+        assert_eq!(
+            incus_ok(&["exec", &standby, "--", "cat", "/root/data"]),
+            "before"
+        );
+    });
+    lab_up();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+    // The old primary comes back and starts its copy again: split brain.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status_of(&name) != "RUNNING" {
+        assert!(
+            Instant::now() < deadline,
+            "the old primary did not restart its copy"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let record = the_status(&name);
+    assert_eq!(record["split_brain"], true, "{record}");
+    assert_eq!(
+        failover(&["check", "--standby", "standby", "--max-rpo", "100y", &name]).code,
+        2
+    );
+
+    let out = failover(&[
+        "fence",
+        "--standby",
+        "standby",
+        &name,
+        "--stop-timeout",
+        "5",
+    ]);
+    out.assert_success();
+    let fenced = &out.records_of("fenced")[0];
+    assert_eq!(fenced["stopped"], true);
+    assert_eq!(status_of(&name), "STOPPED");
+    assert_eq!(config_get(&name, "boot.autostart"), "false");
+    let record = the_status(&name);
+    assert_eq!(record["split_brain"], false);
+    assert_eq!(record["fenced"], true);
+    // Fencing what was never promoted is refused.
+    let other = Instance::launch("local", &unique("fo-nofence"));
+    let out = failover(&["fence", "--standby", "standby", &other.name]);
+    out.assert_code(1);
+    assert_eq!(other.status(), "Running");
+}
