@@ -64,8 +64,9 @@ pub fn run(
     body: impl FnOnce(&Output) -> anyhow::Result<()>,
 ) -> ExitCode {
     install_signal_handlers();
-    // Fault injection for the tests (`FAILPOINTS=…`); compiled in only with the
-    // `failpoints` feature.
+    // Fault injection for the tests (`FAILPOINTS=…`), only in builds with the `failpoints`
+    // feature: elsewhere the variable is ignored.
+    #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let output = Output::stdout(tool, format);
     let result = body(&output);
@@ -101,6 +102,11 @@ pub fn run(
         }
     };
     let pipeline = output.finish(own);
+    if output.is_closed() && own != Outcome::Failed {
+        // Only the end record was lost: the reader still did not get the whole stream.
+        eprintln!("{tool}: stdout was closed before the end record");
+        return ExitCode::from(2);
+    }
     ExitCode::from(exit_status(own, pipeline))
 }
 

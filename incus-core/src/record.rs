@@ -206,6 +206,24 @@ pub struct FencedRecord {
     pub dry_run: bool,
 }
 
+/// `failed-back`: the instance runs on the primary again; the standby holds an inert replica.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedBackRecord {
+    #[serde(flatten)]
+    pub of: InstanceRef,
+    pub standby: String,
+    /// The standby's last snapshot, which the primary copy started from.
+    pub snapshot: Option<String>,
+    /// Where the old primary copy was kept (renamed, with its own snapshots and data).
+    pub kept_aside: Option<String>,
+    /// Done by an earlier run: nothing was changed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub already: bool,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
 /// `error`: something failed; the record names the tool and, when known, the instance.
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorRecord {
@@ -286,6 +304,7 @@ pub enum Record {
     Step(StepRecord),
     Promoted(PromotedRecord),
     Fenced(FencedRecord),
+    FailedBack(FailedBackRecord),
     Error(ErrorRecord),
     End(EndRecord),
 }
@@ -337,8 +356,6 @@ pub struct Upstream {
     pub status: Outcome,
     /// The tools that did not end `ok`.
     pub failed: Vec<String>,
-    /// The tool that wrote the last record seen (for naming a cut stream).
-    last_tool: Option<String>,
 }
 
 impl Upstream {
@@ -363,12 +380,12 @@ impl Upstream {
         }
     }
 
-    /// The failed tools, with a cut stream named after its last writer.
+    /// The failed tools, with a cut stream as `upstream (no end record)` (which tool was cut
+    /// is unknown: forwarded records carry the names of earlier tools).
     pub fn failed_tools(&self) -> Vec<String> {
         let mut failed = self.failed.clone();
         if self.is_cut() {
-            let writer = self.last_tool.as_deref().unwrap_or("the tool before");
-            failed.push(format!("{writer} (no end record)"));
+            failed.push("upstream (no end record)".to_string());
         }
         failed
     }
@@ -376,10 +393,10 @@ impl Upstream {
     /// One line saying why the upstream is not `ok`, or `None` when it is.
     pub fn problem(&self) -> Option<String> {
         if self.is_cut() {
-            return Some(format!(
-                "the stream on stdin stopped without its end record: {} was killed or crashed (records typed by hand end with {{\"type\":\"end\"}})",
-                self.last_tool.as_deref().unwrap_or("the tool before")
-            ));
+            return Some(
+                "the stream on stdin stopped without its end record: the tool before was killed or crashed (records typed by hand end with {\"type\":\"end\"})"
+                    .to_string(),
+            );
         }
         match self.status {
             Outcome::Ok => None,
@@ -395,16 +412,13 @@ impl Upstream {
         }
     }
 
-    fn saw_line(&mut self, fields: Option<&Map<String, Value>>) {
+    fn saw_line(&mut self) {
         self.lines += 1;
         self.ended = false;
-        if let Some(tool) = fields.and_then(|f| f.get("tool")).and_then(Value::as_str) {
-            self.last_tool = Some(tool.to_string());
-        }
     }
 
     fn saw_end(&mut self, fields: &Map<String, Value>) {
-        self.saw_line(Some(fields));
+        self.saw_line();
         self.ended = true;
         let status = fields
             .get("status")
@@ -453,7 +467,7 @@ pub fn read_from(reader: impl BufRead, output: &Output) -> io::Result<Vec<InputR
         let raw = match line {
             Ok(raw) => raw,
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                output.saw_upstream(|u| u.saw_line(None));
+                output.saw_upstream(Upstream::saw_line);
                 output.malformed(line_no, "not UTF-8 text");
                 continue;
             }
@@ -470,7 +484,7 @@ pub fn read_from(reader: impl BufRead, output: &Output) -> io::Result<Vec<InputR
                 output.saw_upstream(|u| u.saw_end(&fields));
             }
             Ok(Value::Object(fields)) => {
-                output.saw_upstream(|u| u.saw_line(Some(&fields)));
+                output.saw_upstream(Upstream::saw_line);
                 output.forward(&raw, &fields);
                 records.push(InputRecord {
                     line: line_no,
@@ -479,11 +493,11 @@ pub fn read_from(reader: impl BufRead, output: &Output) -> io::Result<Vec<InputR
                 });
             }
             Ok(_) => {
-                output.saw_upstream(|u| u.saw_line(None));
+                output.saw_upstream(Upstream::saw_line);
                 output.malformed(line_no, "not a JSON object");
             }
             Err(e) => {
-                output.saw_upstream(|u| u.saw_line(None));
+                output.saw_upstream(Upstream::saw_line);
                 output.malformed(line_no, &format!("not JSON ({e})"));
             }
         }

@@ -1,5 +1,6 @@
 //! incus-failover: show replication state, promote the standby, fence the old primary.
 
+mod failback;
 mod pairs;
 mod promote;
 mod status;
@@ -10,7 +11,7 @@ use clap::{Parser, Subcommand};
 use incus_core::cli::{self, OutputArgs};
 
 /// Show the standby's replication state, promote it when the primary must stop or is gone,
-/// and fence the old primary.
+/// fence the old primary, and fail back.
 ///
 /// The instances are the primary's (`[REMOTE:]INSTANCE`, `REMOTE:`, `--all`); their replicas
 /// are the instances of the same name on --standby, made by incus-push.
@@ -35,6 +36,10 @@ pub enum Command {
     Promote(promote::PromoteArgs),
     /// Stop the old primary's copies of promoted instances and set their autostart off
     Fence(promote::FenceArgs),
+    /// Move promoted instances back to the primary: the old primary copy is kept aside
+    /// (renamed), the standby's copy is synced back and started there, and the standby holds
+    /// an inert replica again
+    Failback(failback::FailbackArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +58,9 @@ fn main() -> ExitCode {
         }),
         Command::Fence(fence) => cli::run("incus-failover", args.output.format, |output| {
             promote::fence(fence, output)
+        }),
+        Command::Failback(back) => cli::run("incus-failover", args.output.format, |output| {
+            failback::failback(back, output)
         }),
     }
 }

@@ -73,13 +73,14 @@ pub struct FenceArgs {
     pub stop_timeout: u64,
 }
 
-struct Steps<'a> {
-    output: &'a Output,
-    dry_run: bool,
+/// Reports each step as a `step` record.
+pub struct Steps<'a> {
+    pub output: &'a Output,
+    pub dry_run: bool,
 }
 
 impl Steps<'_> {
-    fn report(&self, of: &InstanceRef, step: &str, detail: String) {
+    pub fn report(&self, of: &InstanceRef, step: &str, detail: String) {
         self.output.emit(&Record::Step(StepRecord {
             of: of.clone(),
             step: step.to_string(),

@@ -399,3 +399,77 @@ fn an_emergency_promotion_reports_its_data_loss_and_fence_ends_the_split_brain()
     out.assert_code(1);
     assert_eq!(other.status(), "Running");
 }
+
+/// Failback: a file written on the standby during the failover comes back; a snapshot made
+/// only on the old primary survives (its copy is kept aside); the standby is an inert replica
+/// again, and the next push refreshes it.
+#[test]
+fn failback_brings_the_standbys_data_home_and_keeps_the_old_primarys() {
+    let _serial = serial();
+    let c = replicated("fo-back");
+    let name = c.name.clone();
+    let standby = format!("standby:{name}");
+    let mac = config_get(&name, "volatile.eth0.hwaddr");
+    failover(&["promote", "--standby", "standby", &name]).assert_success();
+    // Written on the promoted instance; and a snapshot only the old primary has.
+    incus_ok(&[
+        "exec",
+        &standby,
+        "--",
+        "sh",
+        "-c",
+        "echo written-on-the-standby > /root/data",
+    ]);
+    c.snapshot("only-on-the-old-primary");
+
+    let out = failover(&["failback", "--standby", "standby", &name, "--dry-run"]);
+    out.assert_success();
+    assert_eq!(
+        status_of(&standby),
+        "RUNNING",
+        "--dry-run changed something"
+    );
+
+    let out = failover(&["failback", "--standby", "standby", &name]);
+    out.assert_success();
+    let record = &out.records_of("failed-back")[0];
+    let aside = record["kept_aside"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        aside.starts_with(&format!("{name}-before-failback-")),
+        "{record}"
+    );
+    let guard = Instance {
+        name: aside.clone(),
+        remote: "local".into(),
+        project: None,
+    };
+    assert!(snapshots_of(&aside, None).contains(&"only-on-the-old-primary".to_string()));
+    assert_eq!(config_get(&aside, "boot.autostart"), "false");
+
+    assert_eq!(status_of(&name), "RUNNING");
+    assert_eq!(status_of(&standby), "STOPPED");
+    assert_eq!(
+        incus_ok(&["exec", &name, "--", "cat", "/root/data"]),
+        "written-on-the-standby"
+    );
+    assert_eq!(config_get(&name, "volatile.eth0.hwaddr"), mac);
+    assert_eq!(config_get(&name, "user.incus-standby.source"), "");
+    assert_eq!(config_get(&name, "boot.autostart"), "");
+    // The standby is a replica again: inert, ours, and the next push refreshes it.
+    assert_eq!(config_get(&standby, "boot.autostart"), "false");
+    assert_eq!(config_get(&standby, "user.incus-standby.promoted"), "");
+    let record = the_status(&name);
+    assert_eq!(record["ready"], true, "{record}");
+    assert_eq!(record["split_brain"], false);
+    c.snapshot("after-failback");
+    push(&name);
+    assert!(snapshots_of(&standby, None).contains(&"after-failback".to_string()));
+    // Once more: nothing to do.
+    let out = failover(&["failback", "--standby", "standby", &name]);
+    out.assert_success();
+    assert_eq!(out.records_of("failed-back")[0]["already"], true);
+    drop(guard);
+}

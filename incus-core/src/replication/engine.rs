@@ -161,6 +161,7 @@ impl<'a> Replicator<'a> {
             ));
         }
         let source_uuid = instance.config.get(UUID_KEY).cloned();
+        let settings = source_settings(&instance.config);
         let source_snapshots = snapshots::list(source, name).map_err(|e| e.to_string())?;
         let ids = |list: &[snapshots::Snapshot]| {
             list.iter()
@@ -185,6 +186,8 @@ impl<'a> Replicator<'a> {
             && !listed.is_running()
             && listed.config.get(SOURCE_KEY) == Some(&marker)
             && listed.config.get(SOURCE_UUID_KEY) == source_uuid.as_ref()
+            && listed.config.get(SOURCE_SETTINGS_KEY) == Some(&settings)
+            && !listed.config.contains_key(PROMOTED_KEY)
             && listed.config.contains_key(SYNCED_KEY)
             && let Ok(listed_snapshots) = snapshots::list(&target, name)
         {
@@ -273,6 +276,25 @@ impl<'a> Replicator<'a> {
             args.live,
         );
         if plan == Plan::UpToDate {
+            // Nothing to send; the source's identity and own settings may still be new to the
+            // replica (a replica made by an older version, a changed autostart).
+            if let Some(replica) = &replica
+                && !args.dry_run
+            {
+                let mut changes = BTreeMap::new();
+                if let Some(uuid) = &source_uuid
+                    && replica.config.get(SOURCE_UUID_KEY) != Some(uuid)
+                {
+                    changes.insert(SOURCE_UUID_KEY.to_string(), uuid.clone());
+                }
+                if replica.config.get(SOURCE_SETTINGS_KEY) != Some(&settings) {
+                    changes.insert(SOURCE_SETTINGS_KEY.to_string(), settings.clone());
+                }
+                if !changes.is_empty() {
+                    instances::patch_config(&target, name, &changes, None)
+                        .map_err(|e| format!("updating the replica's markers: {e}"))?;
+                }
+            }
             return Ok(record(&plan, args.dry_run, None));
         }
         self.check_profiles(source, &target, instance)?;
@@ -316,10 +338,7 @@ impl<'a> Replicator<'a> {
         let mut overrides: BTreeMap<String, Option<String>> = inert_overrides();
         overrides.insert(SOURCE_KEY.into(), Some(marker.clone()));
         overrides.insert(SOURCE_UUID_KEY.into(), source_uuid.clone());
-        overrides.insert(
-            SOURCE_SETTINGS_KEY.into(),
-            Some(source_settings(&instance.config)),
-        );
+        overrides.insert(SOURCE_SETTINGS_KEY.into(), Some(settings.clone()));
         let transfer = Transfer {
             source,
             instance,
@@ -411,10 +430,10 @@ impl<'a> Replicator<'a> {
                 "{to}:{name} was promoted by incus-failover and holds the newest data; incus-push never overwrites it: fail back with incus-failover failback"
             ),
             Refusal::OtherSource(found) => format!(
-                "{to}:{name} is a replica of another source ({found}); {unchanged}: rename one of them, take it over with --adopt, or move it aside with --replace"
+                "{to}:{name} is a replica of another source ({found}); {unchanged}: rename one of them, or take it over with --adopt"
             ),
             Refusal::NotOurs => format!(
-                "{to}:{name} exists and was not made by incus-push; {unchanged}: rename it, take it over with --adopt (its snapshots not on the source will be deleted), or move it aside with --replace"
+                "{to}:{name} exists and was not made by incus-push; {unchanged}: rename it, or take it over with --adopt (its snapshots not on the source will be deleted)"
             ),
             Refusal::IdentityChanged { recorded, now } => format!(
                 "the source is another instance than the one {to}:{name} copies (volatile.uuid {now}, the replica records {recorded}: deleted and re-created?); {unchanged}, so its history stays: rerun with --replace to move the old replica aside (renamed, not deleted) and copy the new instance"
@@ -424,6 +443,9 @@ impl<'a> Replicator<'a> {
             ),
             Refusal::SourceHasNone { replica_snapshots } => format!(
                 "the source has no snapshot, and a refresh would delete the {replica_snapshots} snapshot(s) of {to}:{name}; {unchanged}: take a snapshot first (incus-snap), or rerun with --replace to move the old replica aside"
+            ),
+            Refusal::UnfinishedWithOtherHistory { missing_on_source } => format!(
+                "{to}:{name} is an unfinished first copy holding {missing_on_source} snapshot(s) the source no longer has; copying again would delete them, so {unchanged}: rerun with --replace to move it aside"
             ),
         }
     }
@@ -438,13 +460,8 @@ impl<'a> Replicator<'a> {
         refusal: &Refusal,
     ) -> Result<(), String> {
         let to = &self.options.to;
-        instances::rename(target, &old.name, aside).map_err(|e| {
-            format!(
-                "moving {to}:{} aside to {aside}: {e}; nothing else was changed",
-                old.name
-            )
-        })?;
-        fail::fail_point!("push::after-move-aside", injected);
+        // Marked and inert first, then renamed: a run cut in between leaves a marked replica
+        // under its own name, which the next --replace moves aside.
         let mut changes: BTreeMap<String, String> = inert_overrides()
             .into_iter()
             .map(|(key, value)| (key, value.unwrap_or_default()))
@@ -456,9 +473,20 @@ impl<'a> Replicator<'a> {
                 chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             ),
         );
-        instances::patch_config(target, aside, &changes, None).map_err(|e| {
-            format!("marking the moved-aside replica {to}:{aside}: {e}; it is kept, copy again to finish")
-        })
+        instances::patch_config(target, &old.name, &changes, None).map_err(|e| {
+            format!(
+                "marking {to}:{} before moving it aside: {e}; nothing else was changed",
+                old.name
+            )
+        })?;
+        instances::rename(target, &old.name, aside).map_err(|e| {
+            format!(
+                "moving {to}:{} aside to {aside}: {e}; it keeps its name and its data",
+                old.name
+            )
+        })?;
+        fail::fail_point!("push::after-move-aside", injected);
+        Ok(())
     }
 
     fn check_profiles(

@@ -1,9 +1,11 @@
 //! One transfer per replica at a time, across runs: an advisory lock file per replica. The
 //! kernel releases it when the process dies, so a killed run never blocks the next one.
 //!
-//! The directory is writable only by its owner (root, or the user running the tool) and the
-//! Incus admin group: with a world-writable one, any local user could hold a replica's lock
-//! forever, or plant a symlink. A symlinked directory or lock file is refused.
+//! The directory is `/run/incus-push`: `/run` is root's alone, so no other user can create it
+//! first (as anyone can under the world-writable `/run/lock`) or plant a symlink there. It is
+//! writable only by its owner and the Incus admin group; a symlinked directory or lock file is
+//! refused. Users who cannot write `/run` use `$XDG_RUNTIME_DIR/incus-push`;
+//! `INCUS_PUSH_LOCK_DIR` overrides both.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -12,17 +14,28 @@ use std::path::{Path, PathBuf};
 /// The group that may administer Incus, and so may take the locks too.
 const ADMIN_GROUP: &str = "incus-admin";
 
-/// Where the locks live (`INCUS_PUSH_LOCK_DIR` overrides, for tests and unprivileged users).
+/// The shared lock directory for root and the Incus admin group.
+const SHARED_DIR: &str = "/run/incus-push";
+
+/// Where the locks live: `INCUS_PUSH_LOCK_DIR`, else `/run/incus-push` when it exists or this
+/// user may create it, else `$XDG_RUNTIME_DIR/incus-push`, else the temporary directory.
 pub fn lock_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("INCUS_PUSH_LOCK_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
-    for base in ["/run/lock", "/var/lock"] {
-        if Path::new(base).is_dir() {
-            return Path::new(base).join("incus-push");
-        }
+    let shared = Path::new(SHARED_DIR);
+    if shared.exists() || current_uid() == Some(0) {
+        return shared.to_path_buf();
     }
-    std::env::temp_dir().join("incus-push")
+    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return Path::new(&runtime).join("incus-push");
+    }
+    std::env::temp_dir().join(format!("incus-push-{}", current_uid().unwrap_or(0)))
+}
+
+/// The user this process runs as (the owner of `/proc/self`).
+fn current_uid() -> Option<u32> {
+    std::fs::metadata("/proc/self").map(|m| m.uid()).ok()
 }
 
 /// A held lock; released on drop.
@@ -54,19 +67,33 @@ pub fn lock_name(parts: &[&str]) -> String {
 pub fn try_lock(dir: &Path, name: &str) -> Result<Option<ReplicaLock>, String> {
     prepare_dir(dir)?;
     let path = dir.join(format!("{name}.lock"));
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o660)
+    let refused = |e: std::io::Error| {
+        format!(
+            "cannot open the lock {}: {e} (a symlink there is refused; remove it)",
+            path.display()
+        )
+    };
+    // Read-only is enough for flock, so members of the admin group share root's lock files.
+    let file = match OpenOptions::new()
+        .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
-        .map_err(|e| {
-            format!(
-                "cannot open the lock {}: {e} (a symlink there is refused; remove it)",
-                path.display()
-            )
-        })?;
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o660)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(refused)?;
+            let _ = file.set_permissions(std::fs::Permissions::from_mode(0o660));
+            file
+        }
+        Err(e) => return Err(refused(e)),
+    };
     match file.try_lock() {
         Ok(()) => Ok(Some(ReplicaLock { _file: file })),
         Err(TryLockError::WouldBlock) => Ok(None),
@@ -79,7 +106,7 @@ pub fn try_lock(dir: &Path, name: &str) -> Result<Option<ReplicaLock>, String> {
 /// admin group. A directory of ours with a looser mode (older versions made it 1777) is
 /// tightened.
 fn prepare_dir(dir: &Path) -> Result<(), String> {
-    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let me = current_uid();
     let admin_gid = admin_group_id();
     let meta = match std::fs::symlink_metadata(dir) {
         Ok(meta) => meta,
@@ -89,14 +116,17 @@ fn prepare_dir(dir: &Path) -> Result<(), String> {
                     .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
             }
             match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-                Ok(()) => {}
+                Ok(()) => {
+                    // Ours since this very mkdir: only now is changing it safe (an existing
+                    // path could be a symlink planted meanwhile).
+                    if let Some(gid) = admin_gid {
+                        let _ = std::os::unix::fs::chown(dir, None, Some(gid));
+                    }
+                    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o770));
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
             }
-            if let Some(gid) = admin_gid {
-                let _ = std::os::unix::fs::chown(dir, None, Some(gid));
-            }
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o770));
             std::fs::symlink_metadata(dir)
                 .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
         }
@@ -135,12 +165,15 @@ fn check_dir(
         return Ok(());
     }
     if Some(meta.uid()) == me {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o770))
-            .map_err(|e| format!("cannot tighten {shown}: {e}"))?;
-        if mode & 0o020 != 0 && !group_ok {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| format!("cannot tighten {shown}: {e}"))?;
+        // Checked above to be a real directory of ours: hand it to the admin group, 0770.
+        if let Some(gid) = admin_gid {
+            let _ = std::os::unix::fs::chown(dir, None, Some(gid));
         }
+        let group_now = std::fs::symlink_metadata(dir).map(|m| m.gid()).ok();
+        let private = group_now == Some(0) || group_now == admin_gid;
+        let mode = if private { 0o770 } else { 0o700 };
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot tighten {shown}: {e}"))?;
         return Ok(());
     }
     Err(format!(

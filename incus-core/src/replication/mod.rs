@@ -6,7 +6,7 @@ pub mod lock;
 pub mod plan;
 
 pub use engine::{
-    AUTOSTART_BEFORE_KEY, AUTOSTART_UNSET, FENCED_KEY, Options, PROMOTED_KEY, RESTORED_KEY,
-    Replicator, SOURCE_KEY, SOURCE_SETTINGS_KEY, SOURCE_UUID_KEY, SYNCED_KEY, UUID_KEY, address,
-    inert_overrides, source_settings,
+    AUTOSTART_BEFORE_KEY, AUTOSTART_UNSET, FENCED_KEY, Options, PROMOTED_KEY, REPLACED_KEY,
+    RESTORED_KEY, Replicator, SOURCE_KEY, SOURCE_SETTINGS_KEY, SOURCE_UUID_KEY, SYNCED_KEY,
+    UUID_KEY, address, inert_overrides, source_settings,
 };

@@ -156,12 +156,23 @@ pub enum Refusal {
     NothingInCommon { replica_snapshots: usize },
     /// The source has no snapshot: a refresh would delete all of the replica's.
     SourceHasNone { replica_snapshots: usize },
+    /// A first copy that never finished holds snapshots the source no longer has: copying
+    /// again would delete them.
+    UnfinishedWithOtherHistory { missing_on_source: usize },
 }
 
 impl Refusal {
-    /// `--replace` may move such a replica aside (never a running one).
+    /// `--replace` may move such a replica aside: one of ours whose history a refresh would
+    /// destroy. Never a running or promoted one, nor an instance that is not ours (`--adopt`
+    /// or a rename are for those).
     pub fn replaceable(&self) -> bool {
-        !matches!(self, Refusal::Running | Refusal::Promoted)
+        matches!(
+            self,
+            Refusal::IdentityChanged { .. }
+                | Refusal::NothingInCommon { .. }
+                | Refusal::SourceHasNone { .. }
+                | Refusal::UnfinishedWithOtherHistory { .. }
+        )
     }
 }
 
@@ -202,8 +213,20 @@ pub fn judge(
         Some(other) => return Err(Refusal::OtherSource(other.to_string())),
         None => return Err(Refusal::NotOurs),
     };
-    // An unfinished first copy holds nothing but what this source sent.
-    if ownership != Ownership::Unfinished && !replica.snapshots.is_empty() {
+    // An unfinished first copy holds nothing but what this source sent, unless the source
+    // has lost snapshots since.
+    if ownership == Ownership::Unfinished {
+        let missing = replica
+            .snapshots
+            .iter()
+            .filter(|snapshot| !source.snapshots.contains(snapshot))
+            .count();
+        if missing > 0 {
+            return Err(Refusal::UnfinishedWithOtherHistory {
+                missing_on_source: missing,
+            });
+        }
+    } else if !replica.snapshots.is_empty() {
         if source.snapshots.is_empty() {
             return Err(Refusal::SourceHasNone {
                 replica_snapshots: replica.snapshots.len(),
@@ -309,13 +332,21 @@ mod tests {
     }
 
     #[test]
-    fn an_unfinished_first_copy_is_copied_again_whatever_it_holds() {
-        let partial = [id("x", 9)];
+    fn an_unfinished_first_copy_is_copied_again_unless_it_holds_what_the_source_lost() {
+        let partial = [id("a", 1)];
         let mut replica = facts(Some("fp/default/web"), &partial);
         replica.synced = false;
         assert_eq!(
-            judge(&replica, &source(&[id("a", 1)]), false),
+            judge(&replica, &source(&[id("a", 1), id("b", 2)]), false),
             Ok(Ownership::Unfinished)
+        );
+        let lost = [id("x", 9)];
+        replica.snapshots = &lost;
+        assert_eq!(
+            judge(&replica, &source(&[id("a", 1)]), false),
+            Err(Refusal::UnfinishedWithOtherHistory {
+                missing_on_source: 1
+            })
         );
     }
 
@@ -367,6 +398,7 @@ mod tests {
             Err(Refusal::Running)
         );
         assert!(!Refusal::Running.replaceable());
+        assert!(!Refusal::NotOurs.replaceable());
         let mut promoted = facts(Some("fp/default/web"), &snaps);
         promoted.promoted = true;
         assert_eq!(
