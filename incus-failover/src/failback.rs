@@ -91,6 +91,8 @@ pub fn failback(args: &FailbackArgs, output: &Output) -> Result<()> {
             replace: false,
             dry_run: args.dry_run,
             allow_fenced: false,
+            lease_holder: incus_core::replication::lease::holder("incus-failover"),
+            break_lease: false,
         };
         let result = Replicator::connect(&options, &pairs.connections)
             .map_err(|e| format!("the primary {}: {e}", pair.of.remote))

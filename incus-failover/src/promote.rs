@@ -27,7 +27,7 @@ use incus_core::client::Client;
 use incus_core::interrupt;
 use incus_core::record::{FencedRecord, InstanceRef, Output, PromotedRecord, Record, StepRecord};
 use incus_core::replication::{
-    AUTOSTART_BEFORE_KEY, AUTOSTART_UNSET as UNSET, FENCED_KEY, Options, PROMOTED_KEY,
+    AUTOSTART_BEFORE_KEY, AUTOSTART_UNSET as UNSET, FENCED_KEY, LeaseGuard, Options, PROMOTED_KEY,
     RESTORED_KEY, Replicator, SOURCE_KEY, SOURCE_SETTINGS_KEY, SYNCED_KEY, address,
     inert_overrides,
 };
@@ -59,6 +59,10 @@ pub struct PromoteArgs {
     /// How many instances to promote at once (started in boot.autostart.priority order)
     #[arg(long, short = 'j', value_name = "N", default_value_t = 1)]
     pub jobs: usize,
+    /// Take a replica's lease even while another run holds it (a holder on another host that
+    /// died; --emergency always does)
+    #[arg(long)]
+    pub break_lease: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -138,6 +142,8 @@ pub fn promote(args: &PromoteArgs, output: &Output) -> Result<()> {
         replace: false,
         dry_run: args.dry_run,
         allow_fenced: true,
+        lease_holder: incus_core::replication::lease::holder("incus-failover"),
+        break_lease: args.emergency || args.break_lease,
     };
     let replicator = if args.emergency {
         None
@@ -149,6 +155,7 @@ pub fn promote(args: &PromoteArgs, output: &Output) -> Result<()> {
     };
     let promotion = Promotion {
         args,
+        options: &options,
         pairs: &pairs,
         steps: Steps {
             output,
@@ -232,6 +239,7 @@ fn order_by_priority(pairs: &mut Pairs, output: &Output) {
 
 struct Promotion<'a> {
     args: &'a PromoteArgs,
+    options: &'a Options,
     pairs: &'a Pairs,
     steps: Steps<'a>,
     replicator: Option<&'a Replicator<'a>>,
@@ -287,6 +295,7 @@ impl Promotion<'_> {
             e => e.to_string(),
         })?;
         let resuming = instance.config.contains_key(FENCED_KEY);
+        let _lease = self.lease(&standby, name)?;
         if !promoted_before && !resuming {
             self.check_ready(pair, &replica)?;
         }
@@ -323,6 +332,20 @@ impl Promotion<'_> {
         }
         start_replica(&self.steps, pair, &standby, self.standby_name())?;
         Ok(self.record(pair, start, snapshot, false))
+    }
+
+    /// The replica's lease for the whole promotion (none in a dry run).
+    fn lease(&self, standby: &Client, name: &str) -> Result<Option<LeaseGuard>, String> {
+        if self.steps.dry_run {
+            return Ok(None);
+        }
+        LeaseGuard::take(
+            standby,
+            name,
+            &self.options.lease_holder,
+            self.options.break_lease,
+        )
+        .map(Some)
     }
 
     /// Refuses a replica that could not take over, before anything changes.
@@ -466,6 +489,7 @@ impl Promotion<'_> {
         if record.already {
             return Ok(record);
         }
+        let _lease = self.lease(&standby, name)?;
         if !promoted_before {
             if replica.is_running() {
                 return Err(

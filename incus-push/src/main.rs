@@ -74,6 +74,8 @@ impl Args {
             replace: self.replace,
             dry_run: self.dry_run,
             allow_fenced: false,
+            lease_holder: incus_core::replication::lease::holder("incus-push"),
+            break_lease: false,
         }
     }
 }

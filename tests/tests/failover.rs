@@ -473,3 +473,105 @@ fn failback_brings_the_standbys_data_home_and_keeps_the_old_primarys() {
     assert_eq!(out.records_of("failed-back")[0]["already"], true);
     drop(guard);
 }
+
+/// The lease across hosts: while another host's run holds a replica's lease, a push and a
+/// promotion leave it alone; `--break-lease` takes it over.
+#[test]
+fn a_replica_leased_by_another_host_is_left_alone() {
+    let _serial = serial();
+    let c = replicated("fo-lease");
+    let name = c.name.clone();
+    let standby = format!("standby:{name}");
+    incus_ok(&[
+        "config",
+        "set",
+        &standby,
+        "user.incus-standby.lease=other-host:4242:incus-failover 2099-01-01T00:00:00Z",
+    ]);
+    c.snapshot("s2");
+    let out = tool("incus-push").args(["--to", "standby", &name]).run();
+    out.assert_code(1);
+    assert!(
+        out.first_error().contains("leased by other-host"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(snapshots_of(&standby, None), ["s1"]);
+
+    let out = failover(&["promote", "--standby", "standby", &name]);
+    out.assert_code(1);
+    assert!(
+        out.first_error().contains("leased by other-host"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(status_of(&name), "RUNNING", "the primary was touched");
+    assert_eq!(config_get(&name, "boot.autostart"), "");
+
+    failover(&["promote", "--standby", "standby", "--break-lease", &name]).assert_success();
+    assert_eq!(status_of(&standby), "RUNNING");
+    assert_eq!(config_get(&standby, "user.incus-standby.lease"), "");
+}
+
+/// A failback killed at its steps is finished by the next run, never runs both copies, and
+/// loses nothing.
+#[test]
+fn a_failback_interrupted_at_its_steps_resumes() {
+    let _serial = serial();
+    for point in [
+        "failback::after-aside",
+        "failback::after-sync",
+        "failback::after-re-replica",
+    ] {
+        let c = replicated("fo-back-resume");
+        let name = c.name.clone();
+        let standby = format!("standby:{name}");
+        failover(&["promote", "--standby", "standby", &name]).assert_success();
+        incus_ok(&[
+            "exec",
+            &standby,
+            "--",
+            "sh",
+            "-c",
+            "echo from-standby > /root/data",
+        ]);
+        let out = tool("incus-failover")
+            .env("FAILPOINTS", format!("{point}=return(abort)"))
+            .args(["failback", "--standby", "standby", &name])
+            .run();
+        assert_eq!(out.code, 134, "{point}: not killed there: {out:?}");
+        let both = instance_running(&name) && instance_running(&standby);
+        assert!(!both, "{point}: both copies run");
+        let out = failover(&["failback", "--standby", "standby", &name]);
+        out.assert_success();
+        assert_eq!(status_of(&name), "RUNNING", "{point}");
+        assert_eq!(status_of(&standby), "STOPPED", "{point}");
+        assert_eq!(
+            incus_ok(&["exec", &name, "--", "cat", "/root/data"]),
+            "from-standby",
+            "{point}"
+        );
+        assert_eq!(config_get(&standby, "boot.autostart"), "false");
+        let asides =
+            incus_standby_tests::instances_named("local", &format!("{name}-before-failback-"));
+        assert_eq!(asides.len(), 1, "{point}: {asides:?}");
+        let _aside = Instance {
+            name: asides[0].clone(),
+            remote: "local".into(),
+            project: None,
+        };
+    }
+}
+
+fn instance_running(address: &str) -> bool {
+    let (remote, name) = address.split_once(':').unwrap_or(("local", address));
+    incus_standby_tests::instance_exists(address, None)
+        && incus_ok(&[
+            "list",
+            &format!("{remote}:^{name}$"),
+            "-f",
+            "csv",
+            "-c",
+            "s",
+        ]) == "RUNNING"
+}

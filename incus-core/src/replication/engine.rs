@@ -14,6 +14,7 @@ use crate::interrupt;
 use crate::record::{InstanceRef, PushRecord};
 use crate::select::{Connections, Selected};
 
+use super::lease::{self, LEASE_KEY};
 use super::lock;
 use super::plan::{
     Ownership, Plan, Refusal, ReplicaFacts, SnapshotId, SourceFacts, judge, moved_aside_name, plan,
@@ -70,6 +71,11 @@ pub struct Options {
     pub replace: bool,
     /// Change nothing.
     pub dry_run: bool,
+    /// Who takes the replica's lease ([`lease::holder`]); a promotion and its own final sync
+    /// share one.
+    pub lease_holder: String,
+    /// Break another holder's unexpired lease.
+    pub break_lease: bool,
     /// Replicate a source fenced for a promotion (incus-failover's final sync); plain pushes
     /// refuse one.
     pub allow_fenced: bool,
@@ -258,6 +264,17 @@ impl<'a> Replicator<'a> {
                 Err(refusal) => return Err(self.refusal_message(&refusal, name)),
             }
         }
+        // The replica is ours to change: hold its lease (another host may be promoting it).
+        let lease = match (&replica, &move_aside) {
+            (None, None) => None,
+            _ if args.dry_run => None,
+            _ => Some(LeaseGuard::take(
+                &target,
+                name,
+                &args.lease_holder,
+                args.break_lease,
+            )?),
+        };
         // Every check before anything on the standby changes: an unfinished replica is
         // deleted, or a refused one moved aside, only once the copy can go ahead.
         let replica_ids = replica_snapshots.as_deref().map(ids);
@@ -339,6 +356,10 @@ impl<'a> Replicator<'a> {
         overrides.insert(SOURCE_KEY.into(), Some(marker.clone()));
         overrides.insert(SOURCE_UUID_KEY.into(), source_uuid.clone());
         overrides.insert(SOURCE_SETTINGS_KEY.into(), Some(settings.clone()));
+        if let Some(lease) = &lease {
+            // Written again after the restore, which replaces the configuration.
+            overrides.insert(LEASE_KEY.into(), Some(lease.value.clone()));
+        }
         let transfer = Transfer {
             source,
             instance,
@@ -466,6 +487,7 @@ impl<'a> Replicator<'a> {
             .into_iter()
             .map(|(key, value)| (key, value.unwrap_or_default()))
             .collect();
+        changes.insert(LEASE_KEY.into(), String::new());
         changes.insert(
             REPLACED_KEY.into(),
             format!(
@@ -679,6 +701,39 @@ fn settle(target: &Client, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A replica's lease, released when dropped.
+pub struct LeaseGuard {
+    client: Client,
+    name: String,
+    holder: String,
+    /// The value written in the replica's configuration.
+    pub value: String,
+    /// Held already by an outer step of this run, which releases it.
+    renewed: bool,
+}
+
+impl LeaseGuard {
+    /// Takes the lease on a replica for two hours (see [`lease::acquire`]).
+    pub fn take(client: &Client, name: &str, holder: &str, force: bool) -> Result<Self, String> {
+        let taken = lease::acquire(client, name, holder, chrono::Duration::hours(2), force)?;
+        Ok(LeaseGuard {
+            client: client.clone(),
+            name: name.to_string(),
+            holder: holder.to_string(),
+            value: taken.value,
+            renewed: taken.renewed,
+        })
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if !self.renewed {
+            lease::release(&self.client, &self.name, &self.holder);
+        }
+    }
+}
+
 /// The keys that make a replica inert: no autostart, and no scheduled snapshots whatever its
 /// profiles say. An empty value does not override a profile in Incus, so the schedule is
 /// disabled through `snapshots.schedule.stopped=false`: Incus skips scheduled snapshots of a
@@ -722,11 +777,12 @@ pub fn source_settings(config: &BTreeMap<String, String>) -> String {
     serde_json::to_string(&kept).unwrap_or_else(|_| "{}".to_string())
 }
 
-/// True when two configurations hold the same settings, volatile keys aside.
+/// True when two configurations hold the same settings, volatile keys and the lease (taken
+/// after the restore by the run that resumes) aside.
 fn same_settings(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> bool {
     let settings = |c: &BTreeMap<String, String>| {
         c.iter()
-            .filter(|(key, _)| !key.starts_with("volatile."))
+            .filter(|(key, _)| !key.starts_with("volatile.") && key.as_str() != LEASE_KEY)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect::<BTreeMap<_, _>>()
     };

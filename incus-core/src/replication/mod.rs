@@ -1,12 +1,14 @@
 //! Replication to a standby: what must be sent and whether it may be ([`plan`]), the lock per
-//! replica ([`lock`]), and the engine that does it ([`engine`]).
+//! replica on one host ([`lock`]) and across hosts ([`lease`]), and the engine that does it
+//! ([`engine`]).
 
 pub mod engine;
+pub mod lease;
 pub mod lock;
 pub mod plan;
 
 pub use engine::{
-    AUTOSTART_BEFORE_KEY, AUTOSTART_UNSET, FENCED_KEY, Options, PROMOTED_KEY, REPLACED_KEY,
-    RESTORED_KEY, Replicator, SOURCE_KEY, SOURCE_SETTINGS_KEY, SOURCE_UUID_KEY, SYNCED_KEY,
-    UUID_KEY, address, inert_overrides, source_settings,
+    AUTOSTART_BEFORE_KEY, AUTOSTART_UNSET, FENCED_KEY, LeaseGuard, Options, PROMOTED_KEY,
+    REPLACED_KEY, RESTORED_KEY, Replicator, SOURCE_KEY, SOURCE_SETTINGS_KEY, SOURCE_UUID_KEY,
+    SYNCED_KEY, UUID_KEY, address, inert_overrides, source_settings,
 };
