@@ -13,7 +13,7 @@ pub enum Error {
     Config(String),
     /// A remote name that is not in `config.yml`.
     #[error(
-        "unknown remote \"{remote}\": not in {config}; add it with `incus remote add {remote} <address>` or run incus-trust"
+        "unknown remote \"{remote}\": not in {config}; add it with `incus-trust add {remote} - < token-file` (a token made on that server with `incus-trust token`)"
     )]
     UnknownRemote { remote: String, config: String },
     /// The server could not be reached at all.
@@ -25,7 +25,7 @@ pub enum Error {
     },
     /// The server presented a certificate other than the pinned one.
     #[error(
-        "remote \"{remote}\" presented certificate {presented}, but {pinned_path} pins {pinned}; if the server was reinstalled on purpose, replace that file (incus remote remove/add, or incus-trust), otherwise something is intercepting the connection"
+        "remote \"{remote}\" presented certificate {presented}, but {pinned_path} pins {pinned}; if the server was reinstalled on purpose, add it again with `incus-trust add {remote} https://HOST:PORT --fingerprint NEW --force` (or a new token), otherwise something is intercepting the connection"
     )]
     CertificateMismatch {
         remote: String,

@@ -14,6 +14,7 @@
 pub mod address;
 pub mod api;
 pub mod cli;
+pub mod cliconfig;
 pub mod client;
 pub mod cron;
 pub mod duration;

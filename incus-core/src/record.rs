@@ -224,6 +224,94 @@ pub struct FailedBackRecord {
     pub dry_run: bool,
 }
 
+/// `token`: a trust token made (or found pending) on a server by incus-trust.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenRecord {
+    pub remote: String,
+    /// The client name the certificate will get.
+    pub name: String,
+    /// The token, as `incus remote add` and `incus-trust add` take it.
+    pub token: String,
+    /// The server certificate the token pins.
+    pub fingerprint: String,
+    pub addresses: Vec<String>,
+    #[serde(serialize_with = "optional_time")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Restricted to these projects (empty: unrestricted).
+    pub projects: Vec<String>,
+    /// It was pending already: the same token, not a second one.
+    pub reused: bool,
+}
+
+/// `trusted`: a remote added to the CLI configuration by incus-trust add.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrustedRecord {
+    /// The new remote's name.
+    pub remote: String,
+    pub addr: String,
+    /// The server certificate pinned in `servercerts/REMOTE.crt`.
+    pub fingerprint: String,
+    /// Our client certificate's fingerprint.
+    pub client_fingerprint: String,
+    /// `redeemed` (the token made the server trust us), `already-trusted` (the token was not
+    /// used) or `pinned` (added by fingerprint).
+    pub how: String,
+    /// A client certificate was made for this configuration.
+    pub new_client_certificate: bool,
+}
+
+/// `certificate`: a trusted certificate on a server (incus-trust list).
+#[derive(Debug, Clone, Serialize)]
+pub struct CertificateRecord {
+    pub remote: String,
+    pub name: String,
+    pub fingerprint: String,
+    pub kind: String,
+    pub restricted: bool,
+    pub projects: Vec<String>,
+}
+
+/// `pending-token`: a trust token not used yet (incus-trust list), without its secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingTokenRecord {
+    pub remote: String,
+    pub name: String,
+    #[serde(serialize_with = "optional_time")]
+    pub expires_at: Option<DateTime<Utc>>,
+    pub operation: String,
+}
+
+/// `revoked` or `removed`: a pending token revoked, or a trusted certificate removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrustChangeRecord {
+    pub remote: String,
+    pub name: String,
+    /// The token's operation id, or the certificate's fingerprint.
+    pub id: String,
+}
+
+/// `check`: one remote as incus-trust check finds it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckRecord {
+    pub remote: String,
+    pub addr: String,
+    pub reachable: bool,
+    /// The server still presents the pinned certificate.
+    pub certificate_ok: bool,
+    /// The server trusts our client certificate (`auth` in `GET /1.0`).
+    pub trusted: bool,
+    /// API extensions the tools need that the server lacks.
+    pub missing_extensions: Vec<String>,
+    /// The server listens on the network (`core.https_address`): needed by the side that is
+    /// dialled in pull mode.
+    pub listening: Option<bool>,
+    /// With --standby: the standby listens too, so that failback's pull works.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failback_ready: Option<bool>,
+    pub ok: bool,
+    pub problems: Vec<String>,
+}
+
 /// `error`: something failed; the record names the tool and, when known, the instance.
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorRecord {
@@ -305,6 +393,13 @@ pub enum Record {
     Promoted(PromotedRecord),
     Fenced(FencedRecord),
     FailedBack(FailedBackRecord),
+    Token(TokenRecord),
+    Trusted(TrustedRecord),
+    Certificate(CertificateRecord),
+    PendingToken(PendingTokenRecord),
+    Revoked(TrustChangeRecord),
+    Removed(TrustChangeRecord),
+    Check(CheckRecord),
     Error(ErrorRecord),
     End(EndRecord),
 }

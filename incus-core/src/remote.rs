@@ -195,7 +195,7 @@ impl Remotes {
             return Ok(general);
         }
         Err(Error::Config(format!(
-            "no client certificate in {} (client.crt/client.key) for remote \"{name}\"; add the remote with `incus remote add` or `incus-trust add`",
+            "no client certificate in {} (client.crt/client.key) for remote \"{name}\"; make a token on the server (`incus-trust token {name}:CLIENT` there) and add it here with `incus-trust add {name} - < token-file`",
             self.conf_dir.display()
         )))
     }

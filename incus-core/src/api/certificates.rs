@@ -192,6 +192,15 @@ struct TokenRequest {
 /// expires; this does not wait for it. Expiry follows the server's
 /// `core.remote_token_expiry`.
 pub fn create_token(client: &Client, name: &str) -> Result<(TrustToken, String)> {
+    create_token_for(client, name, &[])
+}
+
+/// [`create_token`] for a certificate restricted to `projects` (none: unrestricted).
+pub fn create_token_for(
+    client: &Client,
+    name: &str,
+    projects: &[String],
+) -> Result<(TrustToken, String)> {
     let remote = client.remote();
     if name.trim().is_empty() {
         return Err(Error::Config(format!(
@@ -201,8 +210,8 @@ pub fn create_token(client: &Client, name: &str) -> Result<(TrustToken, String)>
     let body = json!({
         "name": name,
         "type": "client",
-        "restricted": false,
-        "projects": null,
+        "restricted": !projects.is_empty(),
+        "projects": if projects.is_empty() { serde_json::Value::Null } else { json!(projects) },
         "certificate": "",
         "description": "",
         "trust_token": "",
@@ -258,6 +267,8 @@ pub fn token_of(remote: &str, op: &Operation) -> Result<TrustToken> {
 /// A token made on the server and not yet used or revoked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingToken {
+    /// The token itself, as it can be read again while pending.
+    pub token: Option<TrustToken>,
     /// The id of its operation (what [`revoke_token`] takes).
     pub operation_id: String,
     /// The name the client will get.
@@ -266,8 +277,9 @@ pub struct PendingToken {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// The server's pending tokens (`incus config trust list-tokens`): running operations of
-/// class `token` in project `default`.
+/// The server's pending trust tokens (`incus config trust list-tokens`): running operations
+/// of class `token` in project `default` that carry a certificate request (cluster-join
+/// tokens, of the same class, do not).
 pub fn pending_tokens(client: &Client) -> Result<Vec<PendingToken>> {
     let request = Request::get("/operations")
         .query("recursion", "1")
@@ -279,7 +291,11 @@ pub fn pending_tokens(client: &Client) -> Result<Vec<PendingToken>> {
             continue;
         }
         let meta: Option<TokenMetadata> = serde_json::from_value(op.metadata.clone()).ok();
+        if meta.as_ref().is_none_or(|m| m.request.name.is_empty()) {
+            continue;
+        }
         tokens.push(PendingToken {
+            token: token_of(client.remote(), &op).ok(),
             client_name: meta
                 .as_ref()
                 .map(|m| m.request.name.clone())

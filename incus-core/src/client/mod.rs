@@ -128,6 +128,7 @@ enum Transport {
         pinned: String,
         pinned_path: String,
         refused: Arc<Mutex<Option<String>>>,
+        presented: Arc<Mutex<Option<Vec<u8>>>>,
     },
 }
 
@@ -185,7 +186,7 @@ impl Client {
             } => {
                 let server_cert = server_cert.clone().ok_or_else(|| {
                     Error::Config(format!(
-                        "no pinned certificate for remote \"{remote}\" ({} is missing); re-add it with `incus remote add` or `incus-trust add`",
+                        "no pinned certificate for remote \"{remote}\" ({} is missing); add it again with `incus-trust add {remote} - --force < token-file`",
                         remotes.server_cert_target(remote).display()
                     ))
                 })?;
@@ -203,6 +204,7 @@ impl Client {
                         pinned: pinned.pinned,
                         pinned_path: server_cert.display().to_string(),
                         refused: pinned.refused,
+                        presented: pinned.presented,
                     },
                 )
             }
@@ -231,9 +233,39 @@ impl Client {
         client_key: &std::path::Path,
         fingerprint: &str,
     ) -> Result<Self> {
+        let pinned = tls::pinned_tls_by_fingerprint(client_cert, client_key, fingerprint)?;
+        Self::connect_with_pin(remote, url, client_cert, client_key, pinned)
+    }
+
+    /// [`Client::connect_pinned`] with the client certificate and key in memory: a new
+    /// identity is used to redeem a token before it is written to disk.
+    pub fn connect_pinned_pem(
+        remote: &str,
+        url: &str,
+        cert_pem: &str,
+        key_pem: &str,
+        fingerprint: &str,
+    ) -> Result<Self> {
+        let pinned = tls::pinned_tls_from_pem(
+            cert_pem.as_bytes(),
+            "the new client certificate",
+            key_pem.as_bytes(),
+            "the new client key",
+            fingerprint,
+        )?;
+        let none = std::path::Path::new("");
+        Self::connect_with_pin(remote, url, none, none, pinned)
+    }
+
+    fn connect_with_pin(
+        remote: &str,
+        url: &str,
+        client_cert: &std::path::Path,
+        client_key: &std::path::Path,
+        pinned: tls::PinnedTls,
+    ) -> Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let url = url.trim_end_matches('/').to_string();
-        let pinned = tls::pinned_tls_by_fingerprint(client_cert, client_key, fingerprint)?;
         let http = reqwest::blocking::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))
@@ -257,6 +289,7 @@ impl Client {
                 pinned_path: format!("the fingerprint given for remote \"{remote}\""),
                 pinned: pinned.pinned,
                 refused: pinned.refused,
+                presented: pinned.presented,
             },
             server: Arc::new(Mutex::new(None)),
         })
@@ -266,6 +299,14 @@ impl Client {
     pub fn pinned_fingerprint(&self) -> Option<&str> {
         match &self.transport {
             Transport::Https { pinned, .. } => Some(pinned),
+            Transport::Unix => None,
+        }
+    }
+
+    /// The DER of the certificate the server presented in the last handshake (HTTPS only).
+    pub fn presented_certificate(&self) -> Option<Vec<u8>> {
+        match &self.transport {
+            Transport::Https { presented, .. } => presented.lock().ok()?.clone(),
             Transport::Unix => None,
         }
     }

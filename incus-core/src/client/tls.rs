@@ -21,6 +21,19 @@ pub fn fingerprint(der: &[u8]) -> String {
         .collect()
 }
 
+/// A certificate's DER as PEM (64-column base64), as the CLI writes `servercerts/`.
+pub fn der_to_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(chunk));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
 /// The first certificate of a PEM text, as DER.
 pub fn pem_to_der(pem: &[u8]) -> Option<CertificateDer<'static>> {
     CertificateDer::pem_slice_iter(pem).next()?.ok()
@@ -38,6 +51,8 @@ pub struct PinnedVerifier {
     provider: Arc<CryptoProvider>,
     /// Fingerprint of a certificate that was refused, for the error message.
     pub refused: Arc<Mutex<Option<String>>>,
+    /// The DER of the last certificate the server presented (to write `servercerts/`).
+    pub presented: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl ServerCertVerifier for PinnedVerifier {
@@ -49,6 +64,9 @@ impl ServerCertVerifier for PinnedVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Ok(mut slot) = self.presented.lock() {
+            *slot = Some(end_entity.as_ref().to_vec());
+        }
         let presented = fingerprint(end_entity);
         if presented == self.pinned {
             return Ok(ServerCertVerified::assertion());
@@ -96,6 +114,7 @@ pub struct PinnedTls {
     pub config: Arc<rustls::ClientConfig>,
     pub pinned: String,
     pub refused: Arc<Mutex<Option<String>>>,
+    pub presented: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 /// Builds the TLS configuration for a remote from the CLI's files.
@@ -127,38 +146,53 @@ pub fn pinned_tls_by_fingerprint(
     client_key: &Path,
     pinned: &str,
 ) -> Result<PinnedTls> {
+    let read = |path: &Path| {
+        std::fs::read(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))
+    };
+    pinned_tls_from_pem(
+        &read(client_cert)?,
+        &client_cert.display().to_string(),
+        &read(client_key)?,
+        &client_key.display().to_string(),
+        pinned,
+    )
+}
+
+/// [`pinned_tls_by_fingerprint`] with the client certificate and key in memory (a new
+/// identity not yet written to disk); `cert_name` and `key_name` name them in errors.
+pub fn pinned_tls_from_pem(
+    cert_pem: &[u8],
+    cert_name: &str,
+    key_pem: &[u8],
+    key_name: &str,
+    pinned: &str,
+) -> Result<PinnedTls> {
     let pinned = pinned.to_ascii_lowercase();
     if pinned.len() != 64 || !pinned.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Error::Config(format!(
             "\"{pinned}\" is not a certificate fingerprint (64 hex digits of SHA-256)"
         )));
     }
-    let read = |path: &Path| {
-        std::fs::read(path)
-            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))
-    };
-    let cert_pem = read(client_cert)?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::Config(format!("{}: {e}", client_cert.display())))?;
+        .map_err(|e| Error::Config(format!("{cert_name}: {e}")))?;
     if certs.is_empty() {
-        return Err(Error::Config(format!(
-            "{} holds no certificate",
-            client_cert.display()
-        )));
+        return Err(Error::Config(format!("{cert_name} holds no certificate")));
     }
-    let key = PrivateKeyDer::from_pem_slice(&read(client_key)?).map_err(|e| {
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
         Error::Config(format!(
-            "{}: not a usable private key ({e}); encrypted keys are not supported",
-            client_key.display()
+            "{key_name}: not a usable private key ({e}); encrypted keys are not supported"
         ))
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let refused = Arc::new(Mutex::new(None));
+    let presented = Arc::new(Mutex::new(None));
     let verifier = PinnedVerifier {
         pinned: pinned.clone(),
         provider: provider.clone(),
         refused: refused.clone(),
+        presented: presented.clone(),
     };
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -166,10 +200,11 @@ pub fn pinned_tls_by_fingerprint(
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(certs, key)
-        .map_err(|e| Error::Config(format!("{}: {e}", client_key.display())))?;
+        .map_err(|e| Error::Config(format!("{key_name}: {e}")))?;
     Ok(PinnedTls {
         config: Arc::new(config),
         pinned,
         refused,
+        presented,
     })
 }
