@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Benchmarks of incus-snap, incus-push and incus-prune against the obvious alternative, the
-# `incus` CLI doing the same work in a shell loop, on the lab (scripts/lab.sh), in the same run.
+# Benchmarks of incus-snap, incus-push, incus-prune and incus-failover against the obvious
+# alternative, the `incus` CLI doing the same work in a shell loop, on the lab (scripts/lab.sh),
+# in the same run.
 #
-#   scripts/bench.sh           full run (3 repetitions, medians): writes docs/bench.md
-#   scripts/bench.sh --quick   1 repetition, fewer instances: writes target/bench-quick.md
+#   scripts/bench.sh                  full run (3 repetitions, medians): writes docs/bench.md
+#   scripts/bench.sh --quick          1 repetition, fewer instances: writes target/bench-quick.md
+#   scripts/bench.sh --only failover  only the failover part (sections 7 and 8): replaces those
+#                                     sections in docs/bench.md (or target/bench-quick.md with
+#                                     --quick) and keeps the others as they are
 #
 # Everything happens in a project of its own, "bench" (INCUS_BENCH_PROJECT overrides), created
 # on both lab daemons and deleted with its instances when the script ends, however it ends.
@@ -13,18 +17,33 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
 
 QUICK=false
-for a in "$@"; do
-    case "$a" in
+ONLY=
+USAGE="usage: $0 [--quick] [--only failover]"
+while [ $# -gt 0 ]; do
+    case "$1" in
         --quick) QUICK=true ;;
-        -h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "bench: unknown argument: $a (usage: $0 [--quick])" >&2; exit 2 ;;
+        --only)
+            [ $# -ge 2 ] || { echo "bench: --only needs a part ($USAGE)" >&2; exit 2; }
+            ONLY=$2
+            shift
+            ;;
+        --only=*) ONLY=${1#--only=} ;;
+        -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench: unknown argument: $1 ($USAGE)" >&2; exit 2 ;;
     esac
+    shift
 done
+case "$ONLY" in
+    "" | failover) ;;
+    *) echo "bench: unknown part for --only: $ONLY (the only part is failover)" >&2; exit 2 ;;
+esac
+# part NAME: whether this run measures that part ("main": sections 1 to 6).
+part() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 
 if [ "$QUICK" = true ]; then
-    REPS=1 N_SNAP=20 N_PUSH=5 BIG_MB=100 OUT=$REPO/target/bench-quick.md
+    REPS=1 N_SNAP=20 N_PUSH=5 BIG_MB=100 N_PROMOTE=2 FAILBACK_MB=50 OUT=$REPO/target/bench-quick.md
 else
-    REPS=3 N_SNAP=50 N_PUSH=20 BIG_MB=400 OUT=$REPO/docs/bench.md
+    REPS=3 N_SNAP=50 N_PUSH=20 BIG_MB=400 N_PROMOTE=5 FAILBACK_MB=100 OUT=$REPO/docs/bench.md
 fi
 PROJECT=${INCUS_BENCH_PROJECT:-bench}
 MARK="incus-standby benchmark (scripts/bench.sh); deleted when the benchmark ends"
@@ -49,7 +68,7 @@ if [ "${BENCH_NO_BUILD:-}" != 1 ]; then
     cargo build --release --workspace --bins --examples >&2
 fi
 BIN=$REPO/target/release
-for b in incus-snap incus-push examples/policy_bench; do
+for b in incus-snap incus-push incus-failover examples/policy_bench; do
     [ -x "$BIN/$b" ] || die "$BIN/$b missing: build with cargo build --release --workspace --bins --examples"
 done
 scripts/lab.sh up
@@ -186,130 +205,340 @@ expect_statuses() { # FILE COUNT STATUS_REGEX
 }
 
 # ---------------------------------------------------------------------------------------
-# case 1: incus-snap --all vs a loop of `incus snapshot create`
+# sections 1 to 6 (not with --only failover)
 
-log "case 1: creating $N_SNAP stopped instances"
-create_instances s "$N_SNAP"
-mapfile -t SNAP_SET < <(instances_named s)
-[ ${#SNAP_SET[@]} -eq "$N_SNAP" ] || die "expected $N_SNAP instances, found ${#SNAP_SET[@]}"
+if part main; then
 
-c1_tool() { rss snap "$BIN/incus-snap" --project "$PROJECT" --all >"$TMP/c1.out"; }
-c1_cli() { local i; for i in "${SNAP_SET[@]}"; do bi snapshot create "$i"; done; }
+    # -----------------------------------------------------------------------------------
+    # case 1: incus-snap --all vs a loop of `incus snapshot create`
 
-for rep in $(seq "$REPS"); do
-    log "case 1, run $rep/$REPS"
-    next_second
-    timed c1 tool c1_tool
-    [ "$(grep -c '"type":"snapshot"' "$TMP/c1.out")" -eq "$N_SNAP" ] || die "incus-snap did not take $N_SNAP snapshots"
-    timed c1 cli c1_cli
-done
-# Every instance now has 2 × REPS snapshots.
-bad=$(bi list local: -f csv -c nS | awk -F, -v n=$((2 * REPS)) '$1 ~ /^s-/ && $2 != n' | head -n 3)
-[ -z "$bad" ] || die "case 1: unexpected snapshot counts: $bad"
-log "case 1: deleting its instances"
-bi delete --force "${SNAP_SET[@]}"
+    log "case 1: creating $N_SNAP stopped instances"
+    create_instances s "$N_SNAP"
+    mapfile -t SNAP_SET < <(instances_named s)
+    [ ${#SNAP_SET[@]} -eq "$N_SNAP" ] || die "expected $N_SNAP instances, found ${#SNAP_SET[@]}"
+
+    c1_tool() { rss snap "$BIN/incus-snap" --project "$PROJECT" --all >"$TMP/c1.out"; }
+    c1_cli() { local i; for i in "${SNAP_SET[@]}"; do bi snapshot create "$i"; done; }
+
+    for rep in $(seq "$REPS"); do
+        log "case 1, run $rep/$REPS"
+        next_second
+        timed c1 tool c1_tool
+        [ "$(grep -c '"type":"snapshot"' "$TMP/c1.out")" -eq "$N_SNAP" ] || die "incus-snap did not take $N_SNAP snapshots"
+        timed c1 cli c1_cli
+    done
+    # Every instance now has 2 × REPS snapshots.
+    bad=$(bi list local: -f csv -c nS | awk -F, -v n=$((2 * REPS)) '$1 ~ /^s-/ && $2 != n' | head -n 3)
+    [ -z "$bad" ] || die "case 1: unexpected snapshot counts: $bad"
+    log "case 1: deleting its instances"
+    bi delete --force "${SNAP_SET[@]}"
+
+    # -----------------------------------------------------------------------------------
+    # cases 2 and 3: incus-push vs a loop of `incus copy --refresh`
+
+    log "cases 2-3: creating $N_PUSH instances with one snapshot each, replicated"
+    create_instances p "$N_PUSH"
+    mapfile -t PUSH_SET < <(instances_named p)
+    [ ${#PUSH_SET[@]} -eq "$N_PUSH" ] || die "expected $N_PUSH instances, found ${#PUSH_SET[@]}"
+    "$BIN/incus-snap" --project "$PROJECT" --all >/dev/null
+    "$BIN/incus-push" --project "$PROJECT" --all --to standby --jobs "$JOBS" >"$TMP/setup.out"
+    expect_statuses "$TMP/setup.out" "$N_PUSH" copied
+
+    c2_tool() {
+        rss push2 "$BIN/incus-push" --project "$PROJECT" --all --to standby --jobs "$JOBS" >"$TMP/c2.out"
+    }
+    c2_cli() {
+        local i
+        for i in "${PUSH_SET[@]}"; do bi copy -q --target-project "$PROJECT" "$i" "standby:$i" --refresh; done
+    }
+    c3_tool() {
+        rss snap3 "$BIN/incus-snap" --project "$PROJECT" --all |
+            rss push3 "$BIN/incus-push" --to standby --jobs "$JOBS" >"$TMP/c3.out"
+    }
+    c3_cli() {
+        local i
+        for i in "${PUSH_SET[@]}"; do
+            bi snapshot create "$i"
+            bi copy -q --target-project "$PROJECT" "$i" "standby:$i" --refresh
+        done
+    }
+
+    # Our tool's runs come first: a CLI refresh replaces the replica's configuration (with the
+    # source's, volatile keys included), which drops incus-push's marker, so after it incus-push
+    # would (rightly) refuse the replicas without --adopt.
+    for rep in $(seq "$REPS"); do
+        log "case 2 (nothing new), incus-push run $rep/$REPS"
+        timed c2 tool c2_tool
+        expect_statuses "$TMP/c2.out" "$N_PUSH" up-to-date
+    done
+    for rep in $(seq "$REPS"); do
+        log "case 3 (one new snapshot each), incus-snap | incus-push run $rep/$REPS"
+        next_second
+        timed c3 tool c3_tool
+        expect_statuses "$TMP/c3.out" "$N_PUSH" "[a-z-]+"
+        grep '"type":"push"' "$TMP/c3.out" | grep -q '"status":"up-to-date"' &&
+            die "case 3: incus-push found nothing new: $(head -n 2 "$TMP/c3.out")"
+    done
+    for rep in $(seq "$REPS"); do
+        log "case 2 (nothing new), CLI loop run $rep/$REPS"
+        timed c2 cli c2_cli
+    done
+    for rep in $(seq "$REPS"); do
+        log "case 3 (one new snapshot each), CLI loop run $rep/$REPS"
+        timed c3 cli c3_cli
+    done
+    # The replicas have every snapshot of their source.
+    for i in "${PUSH_SET[@]}"; do
+        src=$(incus query "local:/1.0/instances/$i/snapshots?project=$PROJECT" | grep -o '"[^"]*"' | sort)
+        dst=$(incus query "standby:/1.0/instances/$i/snapshots?project=$PROJECT" | grep -o '"[^"]*"' | sort)
+        [ "$src" = "$dst" ] || die "case 3: $i: the replica's snapshots differ: $src vs $dst"
+    done
+    log "cases 2-3: deleting their instances"
+    bi delete --force "${PUSH_SET[@]}"
+    mapfile -t replicas < <(bi list standby: -f csv -c n)
+    [ ${#replicas[@]} -eq 0 ] || bi delete --force "${replicas[@]/#/standby:}"
+
+    # -----------------------------------------------------------------------------------
+    # case 4: one full copy of an instance with BIG_MB MB of random data
+
+    log "case 4: an instance with $BIG_MB MB of random data"
+    bi launch busybox big -q >/dev/null 2>&1 || bi launch busybox big -q
+    incus exec --project "$PROJECT" big -- dd if=/dev/urandom of=/root/random bs=1M count="$BIG_MB" 2>/dev/null
+    incus exec --project "$PROJECT" big -- sync
+    timeout 60 incus stop --project "$PROJECT" big || bi stop --force big
+    drop_replica() { if bi info standby:big >/dev/null 2>&1; then bi delete --force standby:big; fi; }
+    c4_tool() { rss push4 "$BIN/incus-push" --project "$PROJECT" --to standby big >"$TMP/c4.out"; }
+    c4_cli() { bi copy -q --target-project "$PROJECT" big standby:big; }
+    replica_bytes() { stat -c %s "$INCUS_LAB_STANDBY_DIR/storage-pools/default/containers/${PROJECT}_big/rootfs/root/random"; }
+    for rep in $(seq "$REPS"); do
+        log "case 4, run $rep/$REPS"
+        drop_replica; sync
+        timed c4 tool c4_tool
+        expect_statuses "$TMP/c4.out" 1 copied
+        [ "$(replica_bytes)" -eq $((BIG_MB * 1024 * 1024)) ] || die "case 4: the replica's data is incomplete"
+        drop_replica; sync
+        timed c4 cli c4_cli
+        [ "$(replica_bytes)" -eq $((BIG_MB * 1024 * 1024)) ] || die "case 4: the CLI's replica is incomplete"
+    done
+    drop_replica
+
+    # -----------------------------------------------------------------------------------
+    # case 6: incus-prune's retention policy on 10,000 snapshots
+
+    for rep in $(seq "$REPS"); do
+        log "case 6, run $rep/$REPS"
+        line=$("$BIN/examples/policy_bench")
+        log "  $line"
+        ms=$(sed -n 's/^policy: \([0-9]*\) snapshots in \([0-9.]*\) ms$/\2/p' <<<"$line")
+        [ -n "$ms" ] || die "unexpected policy_bench output: $line"
+        echo "$ms" >>"$TMP/c6"
+        POLICY_COUNT=$(sed -n 's/^policy: \([0-9]*\) snapshots.*/\1/p' <<<"$line")
+    done
+fi
 
 # ---------------------------------------------------------------------------------------
-# cases 2 and 3: incus-push vs a loop of `incus copy --refresh`
+# the failover part: sections 7 (planned promotion) and 8 (failback)
 
-log "cases 2-3: creating $N_PUSH instances with one snapshot each, replicated"
-create_instances p "$N_PUSH"
-mapfile -t PUSH_SET < <(instances_named p)
-[ ${#PUSH_SET[@]} -eq "$N_PUSH" ] || die "expected $N_PUSH instances, found ${#PUSH_SET[@]}"
-"$BIN/incus-snap" --project "$PROJECT" --all >/dev/null
-"$BIN/incus-push" --project "$PROJECT" --all --to standby --jobs "$JOBS" >"$TMP/setup.out"
-expect_statuses "$TMP/setup.out" "$N_PUSH" copied
-
-c2_tool() {
-    rss push2 "$BIN/incus-push" --project "$PROJECT" --all --to standby --jobs "$JOBS" >"$TMP/c2.out"
-}
-c2_cli() {
-    local i
-    for i in "${PUSH_SET[@]}"; do bi copy -q --target-project "$PROJECT" "$i" "standby:$i" --refresh; done
-}
-c3_tool() {
-    rss snap3 "$BIN/incus-snap" --project "$PROJECT" --all |
-        rss push3 "$BIN/incus-push" --to standby --jobs "$JOBS" >"$TMP/c3.out"
-}
-c3_cli() {
-    local i
-    for i in "${PUSH_SET[@]}"; do
-        bi snapshot create "$i"
-        bi copy -q --target-project "$PROJECT" "$i" "standby:$i" --refresh
+# drop_named NAME: the project's instances NAME and NAME-… on both servers.
+drop_named() {
+    local r n names
+    for r in local standby; do
+        names=()
+        while IFS= read -r n; do [ -n "$n" ] && names+=("$r:$n"); done \
+            < <(bi list "$r:" -f csv -c n | grep -E "^$1(-|\$)" || true)
+        if [ ${#names[@]} -gt 0 ]; then bi delete --force "${names[@]}"; fi
     done
 }
+status_of() { bi info "$1" | sed -n 's/^Status: //p'; } # [REMOTE:]NAME: RUNNING, STOPPED, …
+launch() {                                              # NAME [FLAGS…]: a running busybox container
+    bi launch busybox "$@" -q 2>"$TMP/launch.err" || die "launching $1: $(cat "$TMP/launch.err")"
+}
+# "snapshot created_at" for each snapshot of [REMOTE:]NAME (the top-level keys of each object).
+snapshot_times() {
+    local r=local n=$1
+    case "$1" in *:*) r=${1%%:*} n=${1#*:} ;; esac
+    incus query "$r:/1.0/instances/$n/snapshots?project=$PROJECT&recursion=1" |
+        awk -F'"' '$1 == "\t\t" && $2 == "created_at" { t = $4 } $1 == "\t\t" && $2 == "name" && t != "" { print $4, t; t = "" }'
+}
+# resent BEFORE AFTER: the snapshots whose creation time changed: deleted and received again.
+resent() {
+    awk 'NR == FNR { t[$1] = $2; next } ($1 in t) && t[$1] != $2 { printf "%s%s", sep, $1; sep = " " } END { print "" }' "$1" "$2"
+}
+# The partial migrations Incus leaves in the lab's pools when a transfer fails.
+migration_leftovers() {
+    ls -d "$INCUS_LAB_DIR"/primary/storage-pools/*/containers/migration.* \
+        "$INCUS_LAB_DIR"/standby/storage-pools/*/containers/migration.* 2>/dev/null || true
+}
 
-# Our tool's runs come first: a CLI refresh replaces the replica's configuration (with the
-# source's, volatile keys included), which drops incus-push's marker, so after it incus-push
-# would (rightly) refuse the replicas without --adopt.
-for rep in $(seq "$REPS"); do
-    log "case 2 (nothing new), incus-push run $rep/$REPS"
-    timed c2 tool c2_tool
-    expect_statuses "$TMP/c2.out" "$N_PUSH" up-to-date
-done
-for rep in $(seq "$REPS"); do
-    log "case 3 (one new snapshot each), incus-snap | incus-push run $rep/$REPS"
-    next_second
-    timed c3 tool c3_tool
-    expect_statuses "$TMP/c3.out" "$N_PUSH" "[a-z-]+"
-    grep '"type":"push"' "$TMP/c3.out" | grep -q '"status":"up-to-date"' &&
-        die "case 3: incus-push found nothing new: $(head -n 2 "$TMP/c3.out")"
-done
-for rep in $(seq "$REPS"); do
-    log "case 2 (nothing new), CLI loop run $rep/$REPS"
-    timed c2 cli c2_cli
-done
-for rep in $(seq "$REPS"); do
-    log "case 3 (one new snapshot each), CLI loop run $rep/$REPS"
-    timed c3 cli c3_cli
-done
-# The replicas have every snapshot of their source.
-for i in "${PUSH_SET[@]}"; do
-    src=$(incus query "local:/1.0/instances/$i/snapshots?project=$PROJECT" | grep -o '"[^"]*"' | sort)
-    dst=$(incus query "standby:/1.0/instances/$i/snapshots?project=$PROJECT" | grep -o '"[^"]*"' | sort)
-    [ "$src" = "$dst" ] || die "case 3: $i: the replica's snapshots differ: $src vs $dst"
-done
-log "cases 2-3: deleting their instances"
-bi delete --force "${PUSH_SET[@]}"
-mapfile -t replicas < <(bi list standby: -f csv -c n)
-[ ${#replicas[@]} -eq 0 ] || bi delete --force "${replicas[@]/#/standby:}"
+if part failover; then
+    FO_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+    FO_LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+    MIGRATIONS_BEFORE=$(migration_leftovers)
 
-# ---------------------------------------------------------------------------------------
-# case 4: one full copy of an instance with BIG_MB MB of random data
+    # -----------------------------------------------------------------------------------
+    # case 7: incus-failover promote vs the seed's manual sequence, per instance
 
-log "case 4: an instance with $BIG_MB MB of random data"
-bi launch busybox big -q >/dev/null 2>&1 || bi launch busybox big -q
-incus exec --project "$PROJECT" big -- dd if=/dev/urandom of=/root/random bs=1M count="$BIG_MB" 2>/dev/null
-incus exec --project "$PROJECT" big -- sync
-timeout 60 incus stop --project "$PROJECT" big || bi stop --force big
-drop_replica() { if bi info standby:big >/dev/null 2>&1; then bi delete --force standby:big; fi; }
-c4_tool() { rss push4 "$BIN/incus-push" --project "$PROJECT" --to standby big >"$TMP/c4.out"; }
-c4_cli() { bi copy -q --target-project "$PROJECT" big standby:big; }
-replica_bytes() { stat -c %s "$INCUS_LAB_STANDBY_DIR/storage-pools/default/containers/${PROJECT}_big/rootfs/root/random"; }
-for rep in $(seq "$REPS"); do
-    log "case 4, run $rep/$REPS"
-    drop_replica; sync
-    timed c4 tool c4_tool
-    expect_statuses "$TMP/c4.out" 1 copied
-    [ "$(replica_bytes)" -eq $((BIG_MB * 1024 * 1024)) ] || die "case 4: the replica's data is incomplete"
-    drop_replica; sync
-    timed c4 cli c4_cli
-    [ "$(replica_bytes)" -eq $((BIG_MB * 1024 * 1024)) ] || die "case 4: the CLI's replica is incomplete"
-done
-drop_replica
+    mapfile -t PROMOTE_SET < <(for i in $(seq "$N_PROMOTE"); do printf 'f-%02d\n' "$i"; done)
 
-# ---------------------------------------------------------------------------------------
-# case 6: incus-prune's retention policy on 10,000 snapshots
+    # Fresh running instances with one snapshot each, replicated (their old copies deleted).
+    c7_setup() {
+        local i
+        drop_named f
+        for i in "${PROMOTE_SET[@]}"; do launch "$i"; done
+        "$BIN/incus-snap" --project "$PROJECT" "${PROMOTE_SET[@]}" >/dev/null
+        "$BIN/incus-push" --project "$PROJECT" --to standby "${PROMOTE_SET[@]}" >"$TMP/c7-setup.out"
+        expect_statuses "$TMP/c7-setup.out" "$N_PROMOTE" copied
+    }
+    # c7_check SIDE: every replica runs; every primary copy is stopped, with autostart off.
+    c7_check() {
+        local i
+        for i in "${PROMOTE_SET[@]}"; do
+            [ "$(status_of "standby:$i")" = RUNNING ] || die "case 7 ($1): standby:$i does not run"
+            [ "$(status_of "$i")" = STOPPED ] || die "case 7 ($1): the primary copy of $i is not stopped"
+            [ "$(bi config get "$i" boot.autostart)" = false ] || die "case 7 ($1): $i has autostart on"
+        done
+    }
+    c7_tool() {
+        rss promote "$BIN/incus-failover" promote --project "$PROJECT" --standby standby \
+            "${PROMOTE_SET[@]}" >"$TMP/c7.out"
+    }
+    c7_cli() {
+        local i
+        for i in "${PROMOTE_SET[@]}"; do
+            bi config set "$i" boot.autostart=false
+            bi stop "$i"
+            bi snapshot create "$i" final
+            bi copy -q --target-project "$PROJECT" "$i" "standby:$i" --refresh --stateless
+            bi snapshot restore "standby:$i" final
+            bi config unset "standby:$i" boot.autostart
+            bi start "standby:$i"
+        done
+    }
 
-for rep in $(seq "$REPS"); do
-    log "case 6, run $rep/$REPS"
-    line=$("$BIN/examples/policy_bench")
-    log "  $line"
-    ms=$(sed -n 's/^policy: \([0-9]*\) snapshots in \([0-9.]*\) ms$/\2/p' <<<"$line")
-    [ -n "$ms" ] || die "unexpected policy_bench output: $line"
-    echo "$ms" >>"$TMP/c6"
-    POLICY_COUNT=$(sed -n 's/^policy: \([0-9]*\) snapshots.*/\1/p' <<<"$line")
-done
+    for rep in $(seq "$REPS"); do
+        log "case 7 (planned promotion of $N_PROMOTE running instances), run $rep/$REPS: replicating afresh"
+        c7_setup
+        timed c7 tool c7_tool
+        got=$(grep -c '"type":"promoted"' "$TMP/c7.out" || true)
+        if [ "$got" -ne "$N_PROMOTE" ] || grep -qE '"type":"error"|"already":true' "$TMP/c7.out"; then
+            die "case 7: incus-failover promote: $(grep -v '"type":"step"' "$TMP/c7.out" | head -c 800)"
+        fi
+        sed -n 's/^{"type":"promoted".*"seconds":\([0-9.]*\).*/\1/p' "$TMP/c7.out" >>"$TMP/c7.records"
+        c7_check incus-failover
+        log "case 7, run $rep/$REPS: replicating afresh for the CLI"
+        c7_setup
+        timed c7 cli c7_cli
+        c7_check CLI
+    done
+    log "case 7: deleting its instances"
+    drop_named f
+
+    # -----------------------------------------------------------------------------------
+    # case 8: incus-failover failback on each pool, and the pushes after it
+
+    FAILBACK_POOLS=(default btrfs)
+    WRITTEN="written on the standby after the promotion"
+    for pool in "${FAILBACK_POOLS[@]}"; do
+        for r in local standby; do
+            incus storage show "$r:$pool" >/dev/null 2>&1 || die "case 8: there is no pool $pool on $r"
+        done
+    done
+    volume_dir() { echo "$INCUS_LAB_DIR/$1/storage-pools/$2/containers/${PROJECT}_$3"; } # SERVER POOL NAME
+
+    # c8_setup NAME POOL: FAILBACK_MB MB of random data on POOL, replicated to the same pool,
+    # promoted, then a file written in the standby copy.
+    c8_setup() {
+        local name=$1 pool=$2
+        launch "$name" -s "$pool"
+        incus exec --project "$PROJECT" "$name" -- dd if=/dev/urandom of=/root/random bs=1M count="$FAILBACK_MB" 2>/dev/null
+        incus exec --project "$PROJECT" "$name" -- sync
+        "$BIN/incus-snap" --project "$PROJECT" "$name" >/dev/null
+        "$BIN/incus-push" --project "$PROJECT" --to standby --storage "$pool" "$name" >"$TMP/c8-setup.out"
+        expect_statuses "$TMP/c8-setup.out" 1 copied
+        [ -d "$(volume_dir standby "$pool" "$name")" ] || die "case 8: the replica of $name is not on the standby's pool $pool"
+        "$BIN/incus-failover" promote --project "$PROJECT" --standby standby "$name" >"$TMP/c8-promote.out"
+        grep -q '"type":"promoted"' "$TMP/c8-promote.out" ||
+            die "case 8: promoting $name: $(grep -v '"type":"step"' "$TMP/c8-promote.out" | head -c 600)"
+        incus exec --project "$PROJECT" "standby:$name" -- sh -c "echo '$WRITTEN' >/root/written-on-standby && sync"
+    }
+    # The failback never stops the run: its records say how it went.
+    c8_failback() {
+        rss failback "$BIN/incus-failover" failback --project "$PROJECT" --standby standby "$1" \
+            >"$TMP/c8.out" 2>"$TMP/c8.err" || true
+    }
+    # c8_check NAME POOL: the instance runs on the primary again, on POOL, with what was written
+    # on the standby; the standby copy is stopped; the old primary copy is kept aside.
+    c8_check() {
+        local name=$1 pool=$2 aside
+        [ "$(status_of "$name")" = RUNNING ] || die "case 8: $name does not run on the primary after the failback"
+        [ "$(status_of "standby:$name")" = STOPPED ] || die "case 8: standby:$name still runs after the failback"
+        [ "$(incus exec --project "$PROJECT" "$name" -- cat /root/written-on-standby)" = "$WRITTEN" ] ||
+            die "case 8: $name lacks the file written on the standby"
+        [ -d "$(volume_dir primary "$pool" "$name")" ] || die "case 8: $name is not on the primary's pool $pool any more"
+        aside=$(sed -n 's/.*"kept_aside":"\([^"]*\)".*/\1/p' "$TMP/c8.out")
+        [ -n "$aside" ] && [ "$(status_of "$aside")" = STOPPED ] || die "case 8: no stopped old copy kept aside: $(cat "$TMP/c8.out")"
+    }
+    c8_push() { "$BIN/incus-push" --project "$PROJECT" --to standby "$1" >"$TMP/c8-push.out"; }
+    c8_snap_push() {
+        "$BIN/incus-snap" --project "$PROJECT" "$1" | "$BIN/incus-push" --to standby >"$TMP/c8-push.out"
+    }
+    push_status() { sed -n 's/^{"type":"push".*"status":"\([^"]*\)".*/\1/p' "$TMP/c8-push.out"; }
+
+    for pool in "${FAILBACK_POOLS[@]}"; do
+        key=c8-$pool
+        for rep in $(seq "$REPS"); do
+            name=fb-$pool-$rep
+            log "case 8 (failback, $FAILBACK_MB MB on pool $pool), run $rep/$REPS: replicating and promoting $name"
+            c8_setup "$name" "$pool"
+            du -sb "$(volume_dir standby "$pool" "$name")" | cut -f1 >>"$TMP/$key.bytes"
+            bi list standby: -f csv -c nS | awk -F, -v n="$name" '$1 == n { print $2 }' >>"$TMP/$key.snapshots"
+            timed "$key" failback c8_failback "$name"
+            if ! grep -q '"type":"failed-back"' "$TMP/c8.out" || grep -q '"type":"error"' "$TMP/c8.out"; then
+                msg=$(sed -n 's/^{"type":"error".*"message":"\(.*\)"}$/\1/p' "$TMP/c8.out" | head -n 1)
+                [ -n "$msg" ] || msg=$(head -c 600 "$TMP/c8.err")
+                log "  case 8: the failback of $name FAILED: $msg"
+                tail -n 1 "$TMP/$key.failback" >>"$TMP/$key.failed"
+                sed -i '$d' "$TMP/$key.failback"
+                printf '%s\n' "$msg" >>"$TMP/$key.errors"
+                if [ ! -e "$TMP/$key.state" ]; then
+                    {
+                        echo "primary: $(bi list local: -f csv -c ns | grep -E "^$name(-|,)" | tr '\n' ' ')"
+                        echo "standby: $(bi list standby: -f csv -c ns | grep -E "^$name(-|,)" | tr '\n' ' ')"
+                    } >"$TMP/$key.state"
+                fi
+                # No second run: a failback resumed after a failed final sync would act on a
+                # half-made primary copy. The instances are deleted as they are.
+                drop_named "$name" || log "warning: could not delete $name after its failed failback"
+                continue
+            fi
+            c8_check "$name" "$pool"
+            # The plain push right after, then the first and the second push of a new snapshot.
+            timed "$key" push0 c8_push "$name"
+            push_status >>"$TMP/$key.push0.status"
+            snapshot_times "standby:$name" >"$TMP/times.0"
+            next_second
+            timed "$key" push1 c8_snap_push "$name"
+            [ "$(push_status)" = refreshed ] || die "case 8: the first push with a new snapshot: $(cat "$TMP/c8-push.out")"
+            snapshot_times "standby:$name" >"$TMP/times.1"
+            resent "$TMP/times.0" "$TMP/times.1" >>"$TMP/$key.resent1"
+            first=$(tail -n 1 "$TMP/$key.resent1" | cut -d' ' -f1)
+            if [ -n "$first" ] && [ ! -e "$TMP/$key.example" ]; then
+                echo "$first $(awk -v s="$first" '$1 == s { print $2 }' "$TMP/times.0") $(awk -v s="$first" '$1 == s { print $2 }' "$TMP/times.1")" >"$TMP/$key.example"
+            fi
+            next_second
+            timed "$key" push2 c8_snap_push "$name"
+            [ "$(push_status)" = refreshed ] || die "case 8: the second push with a new snapshot: $(cat "$TMP/c8-push.out")"
+            snapshot_times "standby:$name" >"$TMP/times.2"
+            resent "$TMP/times.1" "$TMP/times.2" >>"$TMP/$key.resent2"
+            drop_named "$name"
+        done
+    done
+    MIGRATIONS_LEFT=$(comm -13 <(echo "$MIGRATIONS_BEFORE" | sort) <(migration_leftovers | sort) | grep . || true)
+    if [ -n "$MIGRATIONS_LEFT" ]; then
+        log "warning: failed transfers left partial migrations in the lab's pools (not removed): $(echo "$MIGRATIONS_LEFT" | tr '\n' ' ')"
+    fi
+    FO_LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+fi
 
 # ---------------------------------------------------------------------------------------
 # the report

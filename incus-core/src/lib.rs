@@ -10,6 +10,8 @@
 //!   locks) that incus-push and incus-failover share.
 //! - [`cli`], [`select`], [`parallel`]: what every binary shares.
 //! - [`pattern`], [`duration`], [`cron`]: pure parsing of Incus's own syntaxes.
+//! - [`policy`]: retention rules (restic's `forget`), for incus-prune and the standby's
+//!   archive points.
 
 pub mod address;
 pub mod api;
@@ -22,6 +24,7 @@ pub mod error;
 pub mod interrupt;
 pub mod parallel;
 pub mod pattern;
+pub mod policy;
 pub mod record;
 pub mod relay;
 pub mod remote;

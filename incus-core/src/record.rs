@@ -89,6 +89,12 @@ pub struct PushRecord {
     /// With `--replace`: the name the refused replica was moved to (renamed, kept).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub moved_aside: Option<String>,
+    /// Archive points made before the refresh (instances in the archive project).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub archived: Vec<String>,
+    /// Archive points the standby's policy no longer keeps, deleted after the refresh.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub archives_deleted: Vec<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
 }
@@ -152,6 +158,12 @@ pub struct StatusRecord {
     pub fenced: Option<bool>,
     /// The same instance runs on both servers.
     pub split_brain: bool,
+    /// How deep the standby's history goes: the replica's snapshots plus its archive points.
+    pub history_points: usize,
+    #[serde(serialize_with = "optional_time")]
+    pub history_oldest: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "optional_time")]
+    pub history_newest: Option<DateTime<Utc>>,
 }
 
 /// `step`: one step of a promotion or fencing, done (or, with `dry_run`, to be done).

@@ -30,6 +30,9 @@ pub struct PairArgs {
     /// Project of the replicas on the standby (default: the instance's project)
     #[arg(long, value_name = "PROJECT")]
     pub target_project: Option<String>,
+    /// The standby project of the archive points (incus-push --archive-*)
+    #[arg(long, value_name = "PROJECT", default_value = incus_core::replication::ARCHIVE_PROJECT)]
+    pub archive_project: String,
 }
 
 /// An instance of the primary and where its replica is.

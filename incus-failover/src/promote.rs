@@ -26,6 +26,8 @@ use incus_core::cli::usage;
 use incus_core::client::Client;
 use incus_core::interrupt;
 use incus_core::record::{FencedRecord, InstanceRef, Output, PromotedRecord, Record, StepRecord};
+use incus_core::replication::plan::{Point, moved_aside_name};
+use incus_core::replication::{ARCHIVE_OF_KEY, ARCHIVE_TIME_KEY, archive_point};
 use incus_core::replication::{
     AUTOSTART_BEFORE_KEY, AUTOSTART_UNSET as UNSET, FENCED_KEY, LeaseGuard, Options, PROMOTED_KEY,
     RESTORED_KEY, Replicator, SOURCE_KEY, SOURCE_SETTINGS_KEY, SYNCED_KEY, address,
@@ -59,6 +61,12 @@ pub struct PromoteArgs {
     /// How many instances to promote at once (started in boot.autostart.priority order)
     #[arg(long, short = 'j', value_name = "N", default_value_t = 1)]
     pub jobs: usize,
+    /// Go back in time: start from this point instead of the newest data (a replica snapshot
+    /// or an archive point, by name; or a time: the newest point at or before it, RFC 3339
+    /// or `YYYY-MM-DD[ HH:MM]` in UTC). No final sync: today's data stays on the fenced
+    /// primary copy, untouched
+    #[arg(long, value_name = "SNAPSHOT|TIME")]
+    pub at: Option<String>,
     /// Take a replica's lease even while another run holds it (a holder on another host that
     /// died; --emergency always does)
     #[arg(long)]
@@ -142,6 +150,7 @@ pub fn promote(args: &PromoteArgs, output: &Output) -> Result<()> {
         replace: false,
         dry_run: args.dry_run,
         allow_fenced: true,
+        archive: None,
         lease_holder: incus_core::replication::lease::holder("incus-failover"),
         break_lease: args.emergency || args.break_lease,
     };
@@ -311,8 +320,13 @@ impl Promotion<'_> {
             self.standby_name(),
         )?;
         stop_primary(&self.steps, of, &primary, name, self.args.stop_timeout)?;
+        let mut went_back = None;
         let snapshot = if promoted_before {
             replica.config.get(RESTORED_KEY).cloned()
+        } else if let Some(at) = &self.args.at {
+            let point = self.go_back(pair, &standby, &replica, at)?;
+            went_back = Some(point.created_at);
+            Some(point.snapshot)
         } else {
             let snapshot = self.final_snapshot(pair, &primary, &instance)?;
             self.sync(pair, &primary, &snapshot)?;
@@ -331,7 +345,129 @@ impl Promotion<'_> {
             ));
         }
         start_replica(&self.steps, pair, &standby, self.standby_name())?;
-        Ok(self.record(pair, start, snapshot, false))
+        let mut record = self.record(pair, start, snapshot, false);
+        if let Some(at) = went_back {
+            // Gone back on purpose: what came after that point stays on the primary copy.
+            record.data_loss_since = Some(at);
+            record.data_loss_seconds = None;
+        }
+        Ok(record)
+    }
+
+    /// `--at`: the replica becomes the chosen point of its history. A replica snapshot: the
+    /// replica is restored to it. An archive point: the replica is moved aside (renamed,
+    /// kept) and the archive is cloned in its place.
+    fn go_back(
+        &self,
+        pair: &Pair,
+        standby: &Client,
+        replica: &Instance,
+        at: &str,
+    ) -> Result<Point, String> {
+        let name = &pair.of.instance;
+        let marker = replica.config.get(SOURCE_KEY).cloned().unwrap_or_default();
+        let archive_client = standby.in_project(&self.args.pairs.archive_project);
+        let mut points: Vec<Point> = snapshots::list(standby, name)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|s| Point {
+                snapshot: s.name,
+                created_at: s.created_at,
+                archive: None,
+            })
+            .collect();
+        let archives: Vec<Instance> = match instances::list(&archive_client, false) {
+            Ok(list) => list
+                .into_iter()
+                .filter(|i| i.config.get(SOURCE_KEY) == Some(&marker) && !marker.is_empty())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        points.extend(archives.iter().filter_map(archive_point));
+        let point = choose_point(&points, at).ok_or_else(|| {
+            format!(
+                "no point of {}:{name}'s history matches \"{at}\" (its snapshots and archive points: {}); nothing was changed",
+                self.standby_name(),
+                points
+                    .iter()
+                    .map(|p| p.snapshot.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        match &point.archive {
+            None => {
+                self.steps.report(
+                    &pair.of,
+                    "restore",
+                    format!(
+                        "restore {}:{name} to {} ({})",
+                        self.standby_name(),
+                        point.snapshot,
+                        rfc3339(point.created_at)
+                    ),
+                );
+                if !self.steps.dry_run {
+                    snapshots::restore(standby, name, &point.snapshot)
+                        .map_err(|e| format!("restoring the replica to {}: {e}", point.snapshot))?;
+                    // The restore brought the snapshot's own configuration: mark it ours again.
+                    let mut keep = BTreeMap::new();
+                    for key in [SOURCE_KEY, SOURCE_SETTINGS_KEY] {
+                        if let Some(value) = replica.config.get(key) {
+                            keep.insert(key.to_string(), value.clone());
+                        }
+                    }
+                    keep.insert(RESTORED_KEY.to_string(), point.snapshot.clone());
+                    instances::patch_config(standby, name, &keep, None)
+                        .map_err(|e| format!("marking the restored replica: {e}"))?;
+                }
+            }
+            Some(archive) => {
+                if replica.config.contains_key(ARCHIVE_OF_KEY)
+                    && replica.config.get(ARCHIVE_TIME_KEY).map(String::as_str)
+                        == Some(rfc3339(point.created_at).as_str())
+                {
+                    return Ok(point); // cloned by an earlier run
+                }
+                let aside = moved_aside_name(name, Utc::now());
+                self.steps.report(
+                    &pair.of,
+                    "archive",
+                    format!(
+                        "move {}:{name} aside to {aside} (kept) and clone archive point {archive} ({}) in its place",
+                        self.standby_name(),
+                        rfc3339(point.created_at)
+                    ),
+                );
+                if !self.steps.dry_run {
+                    let (source, _) = instances::get(&archive_client, archive)
+                        .map_err(|e| format!("reading archive point {archive}: {e}"))?;
+                    instances::rename(standby, name, &aside)
+                        .map_err(|e| format!("moving the replica aside to {aside}: {e}"))?;
+                    let mut config: BTreeMap<String, String> = source
+                        .config
+                        .iter()
+                        .filter(|(key, _)| key.starts_with("volatile.") && key.ends_with(".hwaddr"))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    for key in [SOURCE_KEY, SOURCE_SETTINGS_KEY] {
+                        if let Some(value) = replica.config.get(key) {
+                            config.insert(key.to_string(), value.clone());
+                        }
+                    }
+                    config.insert(RESTORED_KEY.to_string(), point.snapshot.clone());
+                    instances::copy_instance(
+                        standby,
+                        &self.args.pairs.archive_project,
+                        archive,
+                        name,
+                        &config,
+                    )
+                    .map_err(|e| format!("cloning archive point {archive}: {e}"))?;
+                }
+            }
+        }
+        Ok(point)
     }
 
     /// The replica's lease for the whole promotion (none in a dry run).
@@ -505,7 +641,12 @@ impl Promotion<'_> {
             let Some(newest) = &newest else {
                 return Err("the replica holds no snapshot; nothing was changed".into());
             };
-            if replica.config.get(RESTORED_KEY) != Some(&newest.name) {
+            if let Some(at) = &self.args.at {
+                let point = self.go_back(pair, &standby, &replica, at)?;
+                record.snapshot = Some(point.snapshot.clone());
+                record.data_loss_since = Some(point.created_at);
+                record.data_loss_seconds = None;
+            } else if replica.config.get(RESTORED_KEY) != Some(&newest.name) {
                 self.steps.report(
                     &pair.of,
                     "restore",
@@ -719,6 +860,39 @@ fn start_replica(
         .map_err(|e| format!("starting {standby_name}:{name}: {e}"))
 }
 
+/// The point `at` names: a snapshot or archive point by name, else a time (the newest point at
+/// or before it).
+pub fn choose_point(points: &[Point], at: &str) -> Option<Point> {
+    if let Some(point) = points
+        .iter()
+        .find(|p| p.snapshot == at || p.archive.as_deref() == Some(at))
+    {
+        return Some(point.clone());
+    }
+    let time = parse_time(at)?;
+    points
+        .iter()
+        .filter(|p| p.created_at <= time)
+        .max_by_key(|p| p.created_at)
+        .cloned()
+}
+
+/// RFC 3339, or `YYYY-MM-DD HH:MM[:SS]` or `YYYY-MM-DD` (the end of that day) in UTC.
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Some(t.and_utc());
+        }
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()?
+        .and_hms_opt(23, 59, 59)
+        .map(|t| t.and_utc())
+}
+
 /// `incus-failover fence`.
 pub fn fence(args: &FenceArgs, output: &Output) -> Result<()> {
     let pairs = resolve(&args.pairs, output)?;
@@ -782,4 +956,42 @@ fn injected(arg: Option<String>) -> String {
         std::process::abort();
     }
     format!("injected failure ({})", arg.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(name: &str, secs: i64, archive: Option<&str>) -> Point {
+        Point {
+            snapshot: name.into(),
+            created_at: DateTime::from_timestamp(secs, 0).unwrap_or_default(),
+            archive: archive.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_point_is_chosen_by_name_or_by_time() {
+        let points = [
+            point("r3", 1_796_000_000, Some("web--r3")),
+            point("r4", 1_796_003_600, None),
+            point("r5", 1_796_007_200, None),
+        ];
+        assert_eq!(
+            choose_point(&points, "r4").map(|p| p.snapshot),
+            Some("r4".into())
+        );
+        assert_eq!(
+            choose_point(&points, "web--r3").map(|p| p.snapshot),
+            Some("r3".into())
+        );
+        // 2026-11-30T01:00:00Z is between r4 and r5.
+        let t = DateTime::from_timestamp(1_796_005_000, 0).unwrap_or_default();
+        assert_eq!(
+            choose_point(&points, &t.to_rfc3339()).map(|p| p.snapshot),
+            Some("r4".into())
+        );
+        assert_eq!(choose_point(&points, "2000-01-01"), None);
+        assert_eq!(choose_point(&points, "nonsense"), None);
+    }
 }

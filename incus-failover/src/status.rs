@@ -63,6 +63,8 @@ pub enum PrimaryView {
 pub struct ReplicaView {
     pub instance: Instance,
     pub snapshots: Vec<Snapshot>,
+    /// Its archive points' times (incus-push --archive-*).
+    pub archives: Vec<DateTime<Utc>>,
 }
 
 /// Reads both sides of a pair. Errors other than "unreachable primary" and "no such
@@ -92,6 +94,7 @@ pub fn observe(all: &Pairs, pair: &Pair) -> Result<(PrimaryView, Option<ReplicaV
     let replica = match instances::get(&standby, name) {
         Ok((instance, _)) => Some(ReplicaView {
             snapshots: snapshots::list(&standby, name).map_err(|e| e.to_string())?,
+            archives: Vec::new(),
             instance,
         }),
         Err(e) if e.is_not_found() => None,
@@ -147,6 +150,9 @@ pub fn assess(
         promoted: false,
         fenced,
         split_brain: false,
+        history_points: 0,
+        history_oldest: None,
+        history_newest: None,
     };
     let Some(replica) = replica else {
         record.problems = vec!["no replica on the standby".to_string()];
@@ -162,6 +168,15 @@ pub fn assess(
         .get(SYNCED_KEY)
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc));
+    let times: Vec<DateTime<Utc>> = replica
+        .snapshots
+        .iter()
+        .map(|s| s.created_at)
+        .chain(replica.archives.iter().copied())
+        .collect();
+    record.history_points = times.len();
+    record.history_oldest = times.iter().min().copied();
+    record.history_newest = times.iter().max().copied();
     record.replica_running = replica.instance.is_running();
     record.promoted = config.contains_key(PROMOTED_KEY);
     record.split_brain = record.replica_running && primary_running == Some(true);
@@ -213,7 +228,25 @@ pub fn assess(
 
 /// The statuses of every pair, in order; a pair that could not be read is reported and left
 /// out.
-fn gather(pairs: &Pairs, standby: &str, output: &Output) -> Result<Vec<StatusRecord>> {
+fn gather(
+    pairs: &Pairs,
+    standby: &str,
+    archive_project: &str,
+    output: &Output,
+) -> Result<Vec<StatusRecord>> {
+    // Archive points by source marker (none when the project does not exist).
+    let mut archives: std::collections::BTreeMap<String, Vec<DateTime<Utc>>> =
+        std::collections::BTreeMap::new();
+    if let Ok(list) = instances::list(&pairs.standby.in_project(archive_project), false) {
+        for instance in list {
+            if let (Some(marker), Some(point)) = (
+                instance.config.get(SOURCE_KEY).cloned(),
+                incus_core::replication::archive_point(&instance),
+            ) {
+                archives.entry(marker).or_default().push(point.created_at);
+            }
+        }
+    }
     let networks: BTreeSet<String> = networks::names(&pairs.standby)
         .map_err(|e| anyhow::anyhow!("the standby {standby}: {e}"))?
         .into_iter()
@@ -222,11 +255,18 @@ fn gather(pairs: &Pairs, standby: &str, output: &Output) -> Result<Vec<StatusRec
     let mut records = Vec::new();
     for pair in &pairs.pairs {
         match observe(pairs, pair) {
-            Ok((primary, replica)) => records.push(assess(
+            Ok((primary, mut replica)) => records.push(assess(
                 pair,
                 standby,
                 &primary,
-                replica.as_ref(),
+                {
+                    if let Some(view) = replica.as_mut()
+                        && let Some(marker) = view.instance.config.get(SOURCE_KEY)
+                    {
+                        view.archives = archives.get(marker).cloned().unwrap_or_default();
+                    }
+                    replica.as_ref()
+                },
                 &networks,
                 now,
             )),
@@ -239,7 +279,12 @@ fn gather(pairs: &Pairs, standby: &str, output: &Output) -> Result<Vec<StatusRec
 /// `incus-failover status`.
 pub fn run(args: &StatusArgs, output: &Output) -> Result<()> {
     let pairs = resolve(&args.pairs, output)?;
-    let records = gather(&pairs, &args.pairs.standby, output)?;
+    let records = gather(
+        &pairs,
+        &args.pairs.standby,
+        &args.pairs.archive_project,
+        output,
+    )?;
     if let Some(path) = &args.prometheus {
         write_prometheus(path, &records)?;
     }
@@ -353,9 +398,14 @@ pub fn check(args: &CheckArgs) -> ExitCode {
         Some(Err(e)) => return unknown(e),
     };
     let output = Output::new("incus-failover", Format::Json, Box::new(std::io::sink()));
-    let records = match resolve(&args.pairs, &output)
-        .and_then(|pairs| gather(&pairs, &args.pairs.standby, &output))
-    {
+    let records = match resolve(&args.pairs, &output).and_then(|pairs| {
+        gather(
+            &pairs,
+            &args.pairs.standby,
+            &args.pairs.archive_project,
+            &output,
+        )
+    }) {
         Ok(records) => records,
         Err(e) => return unknown(incus_core::record::one_line(&format!("{e:#}"))),
     };
@@ -616,6 +666,7 @@ mod tests {
                 ..Instance::default()
             },
             snapshots: vec![snap("s1", 1000), snap("s2", 2000)],
+            archives: vec![at(500)],
         }
     }
 
@@ -647,6 +698,9 @@ mod tests {
         assert!(!r.split_brain);
         assert_eq!(r.fenced, Some(false));
         assert_eq!(r.last_sync.map(|t| t.timestamp()), Some(1_796_032_800));
+        assert_eq!(r.history_points, 3);
+        assert_eq!(r.history_oldest, Some(at(500)));
+        assert_eq!(r.history_newest, Some(at(2000)));
     }
 
     #[test]

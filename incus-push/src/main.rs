@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use incus_core::api::migration::Mode;
 use incus_core::cli::{self, OutputArgs};
-use incus_core::replication::Options;
+use incus_core::duration::ExpiryDuration;
+use incus_core::policy::Rules;
+use incus_core::replication::{ArchiveOptions, Options};
 use incus_core::select::TargetArgs;
 
 /// Replicate instances and their snapshots to a standby server, incrementally.
@@ -50,6 +52,30 @@ pub struct Args {
     /// NAME-replaced-DATE (never delete it) and copy the source anew
     #[arg(long)]
     pub replace: bool,
+    /// Standby history: before a refresh drops a replica snapshot (the primary pruned it),
+    /// keep it as an archive point if the standby's policy keeps it (restic's rules, as
+    /// incus-prune; points = the replica's snapshots plus its archive points)
+    #[arg(long, value_name = "N", help_heading = "Standby history")]
+    pub archive_keep_last: Option<u32>,
+    #[arg(long, value_name = "N", help_heading = "Standby history")]
+    pub archive_keep_hourly: Option<u32>,
+    #[arg(long, value_name = "N", help_heading = "Standby history")]
+    pub archive_keep_daily: Option<u32>,
+    #[arg(long, value_name = "N", help_heading = "Standby history")]
+    pub archive_keep_weekly: Option<u32>,
+    #[arg(long, value_name = "N", help_heading = "Standby history")]
+    pub archive_keep_monthly: Option<u32>,
+    #[arg(long, value_name = "N", help_heading = "Standby history")]
+    pub archive_keep_yearly: Option<u32>,
+    /// Keep every point within DURATION of the newest one
+    #[arg(long, value_name = "DURATION", help_heading = "Standby history")]
+    pub archive_keep_within: Option<String>,
+    /// The standby project of the archive points
+    #[arg(long, value_name = "PROJECT", default_value = incus_core::replication::ARCHIVE_PROJECT, help_heading = "Standby history")]
+    pub archive_project: String,
+    /// Accept archive points on a dir pool, where each is a full copy of the instance
+    #[arg(long, help_heading = "Standby history")]
+    pub archive_full_copies: bool,
     /// Show what would be sent; change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -61,9 +87,38 @@ pub struct Args {
 }
 
 impl Args {
+    /// The standby's retention, if any --archive-keep-* rule is given.
+    fn archive(&self) -> anyhow::Result<Option<ArchiveOptions>> {
+        let rules = Rules {
+            last: self.archive_keep_last,
+            hourly: self.archive_keep_hourly,
+            daily: self.archive_keep_daily,
+            weekly: self.archive_keep_weekly,
+            monthly: self.archive_keep_monthly,
+            yearly: self.archive_keep_yearly,
+            within_cutoff: None,
+        };
+        let within = match &self.archive_keep_within {
+            None => None,
+            Some(text) => Some(
+                ExpiryDuration::parse(text)
+                    .map_err(|e| cli::usage(format!("--archive-keep-within: {e}")))?,
+            ),
+        };
+        if rules.is_empty() && within.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(ArchiveOptions {
+            project: self.archive_project.clone(),
+            rules,
+            within,
+            allow_full_copies: self.archive_full_copies,
+        }))
+    }
+
     /// What the engine needs of the flags.
-    pub fn options(&self) -> Options {
-        Options {
+    pub fn options(&self) -> anyhow::Result<Options> {
+        Ok(Options {
             to: self.to.clone(),
             target_project: self.target_project.clone(),
             storage: self.storage.clone(),
@@ -76,7 +131,8 @@ impl Args {
             allow_fenced: false,
             lease_holder: incus_core::replication::lease::holder("incus-push"),
             break_lease: false,
-        }
+            archive: self.archive()?,
+        })
     }
 }
 

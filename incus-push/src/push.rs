@@ -14,6 +14,7 @@ pub fn run(args: &Args, output: &Output) -> Result<()> {
     if args.jobs == 0 {
         return Err(usage("--jobs must be at least 1"));
     }
+    args.options()?;
     let selection = gather(&args.targets, output)?;
     selection
         .connections
@@ -25,7 +26,7 @@ pub fn run(args: &Args, output: &Output) -> Result<()> {
     }
     // A configuration that cannot make a client (bad certificate files) fails the run.
     selection.connections.client(&args.to, None)?;
-    let options = args.options();
+    let options = args.options()?;
     let replicator = match Replicator::connect(&options, &selection.connections) {
         Ok(replicator) => replicator,
         Err(e) => {

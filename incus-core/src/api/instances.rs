@@ -146,6 +146,54 @@ pub fn change_state(
     Ok(())
 }
 
+/// Copies `SOURCE/SNAPSHOT` of `source_project` into a new instance `name` of the client's
+/// project, on the same server (copy on write where the pool can), with `config` keys
+/// overriding the snapshot's.
+pub fn copy_snapshot(
+    client: &Client,
+    source_project: &str,
+    source: &str,
+    snapshot: &str,
+    name: &str,
+    config: &BTreeMap<String, String>,
+) -> Result<()> {
+    let body = json!({
+        "name": name,
+        "source": {
+            "type": "copy",
+            "source": format!("{source}/{snapshot}"),
+            "project": source_project,
+            "instance_only": true,
+        },
+        "config": config,
+    });
+    client.execute(&Request::post("/instances", body), &WaitOptions::plain())?;
+    Ok(())
+}
+
+/// Copies instance `source` of `source_project` (with its snapshots) into a new instance
+/// `name` of the client's project, on the same server.
+pub fn copy_instance(
+    client: &Client,
+    source_project: &str,
+    source: &str,
+    name: &str,
+    config: &BTreeMap<String, String>,
+) -> Result<()> {
+    let body = json!({
+        "name": name,
+        "source": {
+            "type": "copy",
+            "source": source,
+            "project": source_project,
+            "instance_only": false,
+        },
+        "config": config,
+    });
+    client.execute(&Request::post("/instances", body), &WaitOptions::plain())?;
+    Ok(())
+}
+
 /// Renames a stopped instance (its snapshots go with it).
 pub fn rename(client: &Client, name: &str, new_name: &str) -> Result<()> {
     client.execute(

@@ -9,6 +9,7 @@ pub mod migration;
 pub mod networks;
 pub mod operations;
 pub mod profiles;
+pub mod projects;
 pub mod server;
 pub mod snapshots;
 

@@ -17,7 +17,8 @@ use crate::select::{Connections, Selected};
 use super::lease::{self, LEASE_KEY};
 use super::lock;
 use super::plan::{
-    Ownership, Plan, Refusal, ReplicaFacts, SnapshotId, SourceFacts, judge, moved_aside_name, plan,
+    Ownership, Plan, Point, Refusal, ReplicaFacts, SnapshotId, SourceFacts, archive_name,
+    archive_plan, judge, moved_aside_name, plan,
 };
 
 /// Config key on a replica: which source it copies (`FINGERPRINT12/PROJECT/INSTANCE`).
@@ -76,9 +77,46 @@ pub struct Options {
     pub lease_holder: String,
     /// Break another holder's unexpired lease.
     pub break_lease: bool,
+    /// The standby's own history: keep replica snapshots a refresh would drop as archive
+    /// points, by these rules (`None`: the replica mirrors its source).
+    pub archive: Option<ArchiveOptions>,
     /// Replicate a source fenced for a promotion (incus-failover's final sync); plain pushes
     /// refuse one.
     pub allow_fenced: bool,
+}
+
+/// The standby's retention for archive points.
+#[derive(Debug, Clone)]
+pub struct ArchiveOptions {
+    /// The project of the archive instances on the standby.
+    pub project: String,
+    /// The count rules (restic's, as incus-prune's).
+    pub rules: crate::policy::Rules,
+    /// `--archive-keep-within`: measured from the newest point.
+    pub within: Option<crate::duration::ExpiryDuration>,
+    /// Archive points on a `dir` pool are full copies: only with this.
+    pub allow_full_copies: bool,
+}
+
+/// The default archive project.
+pub const ARCHIVE_PROJECT: &str = "incus-standby-archive";
+/// Config key on an archive point: `PROJECT/INSTANCE/SNAPSHOT` it was cloned from.
+pub const ARCHIVE_OF_KEY: &str = "user.incus-standby.archive-of";
+/// Config key on an archive point: the creation time of that snapshot.
+pub const ARCHIVE_TIME_KEY: &str = "user.incus-standby.archive-time";
+
+/// An archive instance as a point of history (`None`: not an archive point).
+pub fn archive_point(instance: &Instance) -> Option<Point> {
+    let of = instance.config.get(ARCHIVE_OF_KEY)?;
+    let snapshot = of.rsplit('/').next()?.to_string();
+    let created_at = chrono::DateTime::parse_from_rfc3339(instance.config.get(ARCHIVE_TIME_KEY)?)
+        .ok()?
+        .with_timezone(&chrono::Utc);
+    Some(Point {
+        snapshot,
+        created_at,
+        archive: Some(instance.name.clone()),
+    })
 }
 
 /// `REMOTE:INSTANCE`, for messages.
@@ -184,6 +222,8 @@ impl<'a> Replicator<'a> {
             snapshots: plan.sent(),
             seconds: (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
             moved_aside,
+            archived: Vec::new(),
+            archives_deleted: Vec::new(),
             dry_run,
         };
         // Fast path: the standby's listing (one call for all replicas) and the replica's
@@ -331,8 +371,64 @@ impl<'a> Replicator<'a> {
         let aside_name = move_aside
             .as_ref()
             .map(|_| moved_aside_name(name, chrono::Utc::now()));
+        // The standby's own history: what this refresh drops that the standby's policy keeps
+        // becomes an archive point first.
+        let archiving = match (&args.archive, &plan, &replica_snapshots) {
+            (Some(archive), Plan::Refresh { .. }, Some(listed)) if !unfinished => {
+                let replica_ids = ids(listed);
+                let dropping: Vec<SnapshotId> = replica_ids
+                    .iter()
+                    .filter(|s| !source_ids.contains(s))
+                    .cloned()
+                    .collect();
+                let archives = self.archives(archive, &marker)?;
+                let decided = archive_plan(
+                    &source_ids,
+                    &dropping,
+                    &archives,
+                    &archive.rules,
+                    archive.within.as_ref(),
+                    chrono::Utc::now(),
+                );
+                Some((archive, decided, listed.clone()))
+            }
+            _ => None,
+        };
+        let archived_names: Vec<String> = archiving
+            .as_ref()
+            .map(|(_, decided, _)| {
+                decided
+                    .archive
+                    .iter()
+                    .map(|s| archive_name(name, &s.name))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let record = |plan: &Plan, dry_run: bool, aside: Option<String>, deleted: Vec<String>| {
+            let mut r = record(plan, dry_run, aside);
+            r.archived = archived_names.clone();
+            r.archives_deleted = deleted;
+            r
+        };
         if args.dry_run {
-            return Ok(record(&plan, true, aside_name));
+            let deleted = archiving
+                .as_ref()
+                .map(|(_, d, _)| d.delete.clone())
+                .unwrap_or_default();
+            return Ok(record(&plan, true, aside_name, deleted));
+        }
+        if let (Some((archive, decided, listed)), Some(found)) = (&archiving, &replica)
+            && !decided.archive.is_empty()
+        {
+            self.make_archives(
+                archive,
+                &target,
+                found,
+                listed,
+                &decided.archive,
+                &marker,
+                source_uuid.as_deref(),
+            )?;
         }
         if let (Some((old, refusal)), Some(aside)) = (&move_aside, &aside_name) {
             settle(&target, name)?;
@@ -397,7 +493,119 @@ impl<'a> Replicator<'a> {
         interrupt::without_interruption(|| {
             self.finish_replica(&transfer, &target, name, newest.as_deref(), &overrides)
         })?;
-        Ok(record(&plan, false, aside_name))
+        let mut deleted = Vec::new();
+        if let Some((archive, decided, _)) = &archiving {
+            let client = self.standby.in_project(&archive.project);
+            for old in &decided.delete {
+                instances::delete(&client, old).map_err(|e| {
+                    format!(
+                        "the replica is current, but deleting the archive point {}:{old} (project {}) that the policy no longer keeps failed: {e}; the next run tries again",
+                        args.to, archive.project
+                    )
+                })?;
+                deleted.push(old.clone());
+            }
+        }
+        Ok(record(&plan, false, aside_name, deleted))
+    }
+
+    /// The archive points of one source on the standby (none when the archive project does
+    /// not exist yet).
+    fn archives(&self, archive: &ArchiveOptions, marker: &str) -> Result<Vec<Point>, String> {
+        let client = self.standby.in_project(&archive.project);
+        let list = match instances::list(&client, false) {
+            Ok(list) => list,
+            Err(e) if e.is_not_found() || e.message().contains("not found") => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(format!("listing the archive points: {e}")),
+        };
+        Ok(list
+            .into_iter()
+            .filter(|i| i.config.get(SOURCE_KEY).map(String::as_str) == Some(marker))
+            .filter_map(|i| archive_point(&i))
+            .collect())
+    }
+
+    /// Clones the replica's snapshots `which` into archive instances: inert, marked with
+    /// their source and snapshot time, with the snapshot's MAC addresses.
+    #[allow(clippy::too_many_arguments)]
+    fn make_archives(
+        &self,
+        archive: &ArchiveOptions,
+        target: &Client,
+        replica: &Instance,
+        listed: &[snapshots::Snapshot],
+        which: &[SnapshotId],
+        marker: &str,
+        source_uuid: Option<&str>,
+    ) -> Result<(), String> {
+        let to = &self.options.to;
+        let name = &replica.name;
+        if let Some(pool) = replica.root_pool() {
+            let driver = crate::api::projects::pool_driver(target, pool)
+                .map_err(|e| format!("reading pool {pool}: {e}"))?;
+            if driver == "dir" && !archive.allow_full_copies {
+                return Err(format!(
+                    "the replica is on pool {pool} (dir): each archive point would be a full copy of the instance, not a copy-on-write clone; nothing was changed: pass --archive-full-copies to accept that, or keep replicas on btrfs, zfs or lvm-thin"
+                ));
+            }
+        }
+        let client = self.standby.in_project(&archive.project);
+        crate::api::projects::ensure(
+            &self.standby,
+            &archive.project,
+            "incus-standby archive points: replica snapshots kept by the standby's own retention",
+        )
+        .map_err(|e| format!("making the archive project {}: {e}", archive.project))?;
+        for snapshot in which {
+            let Some(found) = listed.iter().find(|s| {
+                s.name == snapshot.name
+                    && s.created_at.timestamp() == snapshot.created_at.timestamp()
+            }) else {
+                continue;
+            };
+            let mut config: BTreeMap<String, String> = inert_overrides()
+                .into_iter()
+                .filter_map(|(key, value)| value.map(|v| (key, v)))
+                .collect();
+            for (key, value) in &found.config {
+                if key.starts_with("volatile.") && key.ends_with(".hwaddr") {
+                    config.insert(key.clone(), value.clone());
+                }
+            }
+            config.insert(SOURCE_KEY.into(), marker.to_string());
+            if let Some(uuid) = source_uuid {
+                config.insert(SOURCE_UUID_KEY.into(), uuid.to_string());
+            }
+            config.insert(
+                ARCHIVE_OF_KEY.into(),
+                format!("{}/{name}/{}", target.project(), snapshot.name),
+            );
+            config.insert(
+                ARCHIVE_TIME_KEY.into(),
+                snapshot
+                    .created_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            );
+            let archive_instance = archive_name(name, &snapshot.name);
+            instances::copy_snapshot(
+                &client,
+                target.project(),
+                name,
+                &snapshot.name,
+                &archive_instance,
+                &config,
+            )
+            .map_err(|e| {
+                format!(
+                    "keeping {to}:{name}/{} as archive point {archive_instance} (project {}): {e}; nothing was refreshed",
+                    snapshot.name, archive.project
+                )
+            })?;
+            fail::fail_point!("push::after-archive", injected);
+        }
+        Ok(())
     }
 
     /// Updates (or with `None` ends) one transfer's progress and redraws the status line on

@@ -8,7 +8,8 @@ pub mod lock;
 pub mod plan;
 
 pub use engine::{
-    AUTOSTART_BEFORE_KEY, AUTOSTART_UNSET, FENCED_KEY, LeaseGuard, Options, PROMOTED_KEY,
-    REPLACED_KEY, RESTORED_KEY, Replicator, SOURCE_KEY, SOURCE_SETTINGS_KEY, SOURCE_UUID_KEY,
-    SYNCED_KEY, UUID_KEY, address, inert_overrides, source_settings,
+    ARCHIVE_OF_KEY, ARCHIVE_PROJECT, ARCHIVE_TIME_KEY, AUTOSTART_BEFORE_KEY, AUTOSTART_UNSET,
+    ArchiveOptions, FENCED_KEY, LeaseGuard, Options, PROMOTED_KEY, REPLACED_KEY, RESTORED_KEY,
+    Replicator, SOURCE_KEY, SOURCE_SETTINGS_KEY, SOURCE_UUID_KEY, SYNCED_KEY, UUID_KEY, address,
+    archive_point, inert_overrides, source_settings,
 };

@@ -93,6 +93,112 @@ pub fn plan(
     }
 }
 
+/// A point of an instance's history on the standby: a snapshot of the replica, or an archive
+/// point (an instance cloned from a replica snapshot before a refresh dropped it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Point {
+    /// The snapshot's name (for an archive, the snapshot it was cloned from).
+    pub snapshot: String,
+    pub created_at: DateTime<Utc>,
+    /// The archive instance's name; `None` for a replica snapshot.
+    pub archive: Option<String>,
+}
+
+/// What the standby's retention decides around one refresh.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ArchivePlan {
+    /// Replica snapshots the refresh drops and the policy keeps: clone them first.
+    pub archive: Vec<SnapshotId>,
+    /// Archive instances the policy no longer keeps: delete them after the refresh.
+    pub delete: Vec<String>,
+}
+
+/// The standby's retention around a refresh: the policy sees every point the standby will
+/// hold (the replica after the refresh, the snapshots it drops, the archives), as
+/// incus-prune's rules would; a dropped snapshot it keeps becomes an archive point, an
+/// archive it does not keep goes. Points dated in the future are kept, as in incus-prune.
+pub fn archive_plan(
+    after: &[SnapshotId],
+    dropping: &[SnapshotId],
+    archives: &[Point],
+    rules: &crate::policy::Rules,
+    within: Option<&crate::duration::ExpiryDuration>,
+    now: DateTime<Utc>,
+) -> ArchivePlan {
+    use crate::policy::{Candidate, decide, newest_not_after};
+    let candidate = |name: &str, created_at: DateTime<Utc>| Candidate {
+        name: name.to_string(),
+        created_at,
+    };
+    let mut candidates: Vec<Candidate> = after
+        .iter()
+        .chain(dropping)
+        .map(|s| candidate(&s.name, s.created_at))
+        .chain(
+            archives
+                .iter()
+                .map(|a| candidate(&a.snapshot, a.created_at)),
+        )
+        .filter(|c| c.created_at <= now)
+        .collect();
+    candidates.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
+    candidates.dedup();
+    let mut rules = rules.clone();
+    if let Some(within) = within {
+        let newest = newest_not_after(&candidates, now).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        rules.within_cutoff = Some(
+            within
+                .subtract_from(newest)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
+        );
+    }
+    let kept: Vec<Candidate> = decide(&candidates, &rules)
+        .into_iter()
+        .filter(|d| d.keep())
+        .map(|d| candidate(&d.name, d.created_at))
+        .collect();
+    let keeps = |name: &str, at: DateTime<Utc>| {
+        at > now
+            || kept
+                .iter()
+                .any(|k| k.name == name && k.created_at.timestamp() == at.timestamp())
+    };
+    let archived = |s: &SnapshotId| {
+        archives
+            .iter()
+            .any(|a| a.snapshot == s.name && a.created_at.timestamp() == s.created_at.timestamp())
+    };
+    ArchivePlan {
+        archive: dropping
+            .iter()
+            .filter(|s| keeps(&s.name, s.created_at) && !archived(s))
+            .cloned()
+            .collect(),
+        delete: archives
+            .iter()
+            .filter(|a| !keeps(&a.snapshot, a.created_at))
+            .filter_map(|a| a.archive.clone())
+            .collect(),
+    }
+}
+
+/// The archive instance's name: `INSTANCE--SNAPSHOT`, with what Incus does not take in an
+/// instance name replaced by `-`, cut to 63 characters.
+pub fn archive_name(instance: &str, snapshot: &str) -> String {
+    let clean: String = format!("{instance}--{snapshot}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let cut: String = clean.chars().take(63).collect();
+    cut.trim_end_matches('-').to_string()
+}
+
 /// What the replica on the standby says about itself.
 #[derive(Debug, Clone, Default)]
 pub struct ReplicaFacts<'a> {
@@ -406,6 +512,57 @@ mod tests {
             Err(Refusal::Promoted)
         );
         assert!(!Refusal::Promoted.replaceable());
+    }
+
+    #[test]
+    fn the_standby_keeps_what_its_policy_wants_when_the_primary_prunes() {
+        use crate::policy::Rules;
+        let keep3 = Rules {
+            last: Some(3),
+            ..Rules::default()
+        };
+        let now = DateTime::from_timestamp(10_000, 0).unwrap_or_default();
+        // The primary kept only s4 and took s5; the replica holds s3, s4 and archive a2.
+        let after = [id("s4", 4), id("s5", 5)];
+        let dropping = [id("s3", 3)];
+        let archives = [
+            Point {
+                snapshot: "s2".into(),
+                created_at: id("s2", 2).created_at,
+                archive: Some("web--s2".into()),
+            },
+            Point {
+                snapshot: "s1".into(),
+                created_at: id("s1", 1).created_at,
+                archive: Some("web--s1".into()),
+            },
+        ];
+        let plan = archive_plan(&after, &dropping, &archives, &keep3, None, now);
+        assert_eq!(plan.archive, vec![id("s3", 3)]);
+        let mut deleted = plan.delete.clone();
+        deleted.sort();
+        assert_eq!(deleted, ["web--s1", "web--s2"]);
+        // Already archived (a run cut after the clone): not again.
+        let done = [Point {
+            snapshot: "s3".into(),
+            created_at: id("s3", 3).created_at,
+            archive: Some("web--s3".into()),
+        }];
+        let plan = archive_plan(&after, &dropping, &done, &keep3, None, now);
+        assert!(
+            plan.archive.is_empty() && plan.delete.is_empty(),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn archive_names_are_readable_and_valid() {
+        assert_eq!(
+            archive_name("web", "auto-20261130-130000"),
+            "web--auto-20261130-130000"
+        );
+        assert_eq!(archive_name("web", "snap_1.x"), "web--snap-1-x");
+        assert!(archive_name(&"a".repeat(60), "snap").len() <= 63);
     }
 
     #[test]
