@@ -581,11 +581,181 @@ header() {
     echo '|---|---|---|---|---|---|'
 }
 
+mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+# cells FILE: the "wall time (median) | all runs | daemons CPU | client CPU" cells of a results
+# file, or dashes when it has none.
+cells() {
+    if [ -s "$1" ]; then
+        printf '%s | %s | %s s | %s s' "$(fmt_s "$(median "$1" 1)")" "$(all_values "$1" 1)" "$(median "$1" 2)" "$(median "$1" 3)"
+    else
+        printf '— | — | — | —'
+    fi
+}
+count_lines() { if [ -e "$1" ]; then grep -c . "$1" || true; else echo 0; fi; }
+pool_label() { echo "\`$1\` ($(incus storage show "$1" | sed -n 's/^driver: //p'))"; }
+
+# Sections 7 and 8 into $TMP/failover.md, their summary rows into $TMP/failover-summary.md.
+failover_report() {
+    local pool key label failed ok msg example resent1 ex_name ex_before ex_after
+    C7_R=$(ratio "$(median "$TMP/c7.cli" 1)" "$(median "$TMP/c7.tool" 1)")
+    {
+        echo "## 7. Planned promotion: incus-failover promote"
+        echo
+        echo "Measured $FO_DATE, $REPS run(s) per measurement; load average (1, 5, 15 min) $FO_LOAD_START when sections 7 and 8 started, $FO_LOAD_END when they ended."
+        echo
+        echo "$N_PROMOTE running instances (busybox containers, a few MB each), each with one snapshot (\`incus-snap\`) and replicated with \`incus-push --project $PROJECT --to standby\`; before every run of either side the instances and their replicas are made afresh (not timed), and the two sides alternate."
+        echo "Ours: \`incus-failover promote --project $PROJECT --standby standby ${PROMOTE_SET[*]}\` (default \`--jobs 1\`: one instance after the other, as in the loop). Per instance it fences the primary copy (\`boot.autostart=false\`, the old value kept on it), stops it, takes a final snapshot, sends it with the replication engine and restores the replica to it, gives the replica back the source's settings and starts it, checking first that the replica is ready and, before the start, that the primary copy is still stopped."
+        echo "CLI: the seed's manual sequence for the same guarantees, per instance: \`incus config set NAME boot.autostart=false; incus stop NAME; incus snapshot create NAME final; incus copy NAME standby:NAME --refresh --stateless; incus snapshot restore standby:NAME final; incus config unset standby:NAME boot.autostart; incus start standby:NAME\` (all with \`--project $PROJECT\`, the copy with \`--target-project $PROJECT\`)."
+        echo "Both sides are checked after every run: each replica runs on the standby, each primary copy is stopped with \`boot.autostart=false\`."
+        echo
+        header
+        row c7 tool "incus-failover promote" "$N_PROMOTE"
+        row c7 cli "CLI sequence" "$N_PROMOTE"
+        echo
+        echo "Speed-up: **${C7_R}x** (no target). incus-failover's own \`promoted\` records give $(fmt_s "$(median "$TMP/c7.records" 1)") per instance (median of $(count_lines "$TMP/c7.records")). Peak RSS of incus-failover promote: $(mb "$(max_rss promote)") MB."
+        echo
+        where c7
+        echo
+        echo "## 8. Failback: incus-failover failback"
+        echo
+        echo "Per run and pool, one instance holding $FAILBACK_MB MB from /dev/urandom, created with \`incus launch busybox NAME -s POOL\` on the primary, snapshotted, replicated with \`incus-push --project $PROJECT --to standby --storage POOL\` (the replica on the standby's pool of the same name), promoted with \`incus-failover promote\`, and then a file written in the running standby copy (none of it timed)."
+        echo "Timed: \`incus-failover failback --project $PROJECT --standby standby NAME\`. It renames the old primary copy aside (kept, with its snapshots), copies the running standby copy back to the primary with the replication engine (the whole instance with its snapshots, since nothing is refreshed over the old copy), stops the standby copy, snapshots it (\`failback-DATE\`), sends that snapshot incrementally and restores the primary copy to it, makes the standby copy an inert replica again, and starts the primary copy with its own settings."
+        echo "After every failback the script checks that the instance runs on the primary again, on the same pool, with the file written on the standby, that the standby copy is stopped and that the old copy was kept aside."
+        echo
+        echo '| Pool | Instance | Failback: wall time (median) | All runs (s) | Daemons CPU (median) | Client CPU (median) | Failed runs |'
+        echo '|---|---|---|---|---|---|---|'
+        for pool in "${FAILBACK_POOLS[@]}"; do
+            key=$TMP/c8-$pool
+            printf '| %s | %s MB (`du -sb` of the standby copy), %s snapshots | %s | %s of %s |\n' "$(pool_label "$pool")" \
+                "$(awk '{ printf "%.1f\n", $1 / 1048576 }' "$key.bytes" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')" \
+                "$(median "$key.snapshots" 1)" "$(cells "$key.failback")" "$(count_lines "$key.failed")" "$REPS"
+        done
+        echo
+        echo "Peak RSS of incus-failover failback: $(mb "$(max_rss failback)") MB."
+        for pool in "${FAILBACK_POOLS[@]}"; do
+            key=$TMP/c8-$pool
+            failed=$(count_lines "$key.failed")
+            [ "$failed" -gt 0 ] || continue
+            msg=$(head -n 1 "$key.errors")
+            echo
+            echo "**The failback failed on $(pool_label "$pool") in $failed of $REPS run(s)** (after $(all_values "$key.failed" 1) s). The first failure, as incus-failover reported it:"
+            echo
+            echo "> $msg"
+            echo
+            echo "What was left ($(tr '\n' ';' <"$key.state" | sed 's/;$//; s/;/, /g' | sed 's/  */ /g')); the script does not run the failback again but deletes the instances."
+            case "$msg" in
+                *"cannot find parent subvolume"*)
+                    echo "The error comes from Incus's optimized btrfs transfer back to the primary: \`btrfs receive\` there cannot find the parent subvolume the stream from the standby names, so the copy of the standby's instance to the primary fails." ;;
+            esac
+        done
+        echo
+        echo "After each successful failback, three pushes from the primary follow: a plain \`incus-push --project $PROJECT --to standby NAME\` right after it, then twice \`incus-snap --project $PROJECT NAME | incus-push --to standby\` (one new snapshot each)."
+        echo
+        echo '| Pool | Push | Wall time (median) | All runs (s) | Daemons CPU (median) | Client CPU (median) | What it did |'
+        echo '|---|---|---|---|---|---|---|'
+        for pool in "${FAILBACK_POOLS[@]}"; do
+            key=$TMP/c8-$pool
+            label=$(pool_label "$pool")
+            if [ ! -s "$key.push0" ]; then
+                echo "| $label | — | — | — | — | — | no successful failback |"
+                continue
+            fi
+            resent1=$(awk '{ n += NF } END { printf "%d", n }' "$key.resent1")
+            printf '| %s | plain incus-push, right after | %s | %s |\n' "$label" "$(cells "$key.push0")" \
+                "$(sort -u "$key.push0.status" | tr '\n' ' ' | sed 's/ $//; s/ /, /g'): $(if grep -qv up-to-date "$key.push0.status"; then echo "sent something"; else echo "nothing sent"; fi)"
+            printf '| %s | first incus-snap \\| incus-push | %s | refreshed; Incus also deleted and received again %s snapshot(s) in all: %s |\n' "$label" "$(cells "$key.push1")" \
+                "$resent1" "$(tr '\n' ' ' <"$key.resent1" | sed 's/  */ /g; s/ $//' | sed 's/^$/none/')"
+            printf '| %s | second incus-snap \\| incus-push | %s | refreshed; received again: %s |\n' "$label" "$(cells "$key.push2")" \
+                "$(tr '\n' ' ' <"$key.resent2" | sed 's/  */ /g; s/ $//' | sed 's/^$/none/')"
+        done
+        echo
+        example=
+        for pool in "${FAILBACK_POOLS[@]}"; do
+            if [ -z "$example" ] && [ -s "$TMP/c8-$pool.example" ]; then example=$(cat "$TMP/c8-$pool.example"); fi
+        done
+        echo "The plain push right after a failback sends nothing: incus-push compares the snapshot lists by name, and they match."
+        if [ -n "$example" ]; then
+            read -r ex_name ex_before ex_after <<<"$example"
+            echo "The first push that transfers something (here the first one with a new snapshot) makes Incus also delete and receive again, on the standby, the snapshots the standby made itself (the \`failback-…\` snapshot, and any taken while it was promoted): in a refresh Incus compares the snapshots' creation times on both sides to the nanosecond, and the copies the failback made on the primary only kept whole seconds."
+            echo "For instance \`$ex_name\` was created at $ex_before on the standby, and its copy on the primary says $ex_after, which is what the standby holds after that push."
+            echo "The cost is the size of those snapshots (for \`dir\`, a full copy of the instance each): compare the first and the second push above."
+        else
+            echo "In these runs the first push with a new snapshot did not make Incus send any snapshot again (no creation time changed on the standby)."
+        fi
+        echo
+        echo "No CLI comparison: the CLI has no way back that keeps both sides' data. The obvious one, stopping the standby copy and running \`incus copy --refresh standby:NAME NAME\`, refreshes the old primary copy in place: it deletes the snapshots only the old primary has (taken after the last sync, or kept there longer), deletes and receives again every snapshot the old primary made itself (their creation times there are to the nanosecond, their copies on the standby to the second), overwrites the old primary's own data without keeping it, and copies the standby copy's configuration over the primary's (volatile keys included)."
+        echo "incus-failover keeps the old copy aside as \`NAME-before-failback-DATE\`, with its snapshots and data, and copies the instance back with the replication engine instead."
+        if [ -n "${MIGRATIONS_LEFT:-}" ]; then
+            echo
+            echo "The failed transfers left $(echo "$MIGRATIONS_LEFT" | grep -c .) partial migration(s) of Incus in the lab's pools ($(echo "$MIGRATIONS_LEFT" | sed "s|^$INCUS_LAB_DIR/||" | sed 's/^/`/; s/$/`/' | tr '\n' ' ' | sed 's/ $//; s/ /, /g')); the script does not remove them."
+        fi
+        echo
+    } >"$TMP/failover.md"
+    {
+        echo "| 7. planned promotion, $N_PROMOTE running instances | ${C7_R}x faster than the CLI sequence | — | — |"
+        for pool in "${FAILBACK_POOLS[@]}"; do
+            key=$TMP/c8-$pool
+            failed=$(count_lines "$key.failed")
+            if [ -s "$key.failback" ]; then
+                ok="$(fmt_s "$(median "$key.failback" 1)"); the first push with a new snapshot after it $(fmt_s "$(median "$key.push1" 1)"), the next one $(fmt_s "$(median "$key.push2" 1)")"
+                [ "$failed" -eq 0 ] || ok="$ok; **failed** in $failed of $REPS runs"
+            else
+                ok="**failed** in $failed of $REPS runs"
+            fi
+            echo "| 8. failback, $FAILBACK_MB MB, $(pool_label "$pool") | $ok | — | — |"
+        done
+    } >"$TMP/failover-summary.md"
+}
+
+# splice_failover FILE: FILE with its sections 7 and 8 and their summary rows replaced by this
+# run's (put before "## Summary" and at the end of its table).
+splice_failover() {
+    awk -v sections="$TMP/failover.md" -v rows="$TMP/failover-summary.md" '
+        function put(f,   l) { while ((getline l < f) > 0) print l; close(f) }
+        /^## [78]\. / { skip = 1; next }
+        /^## / { skip = 0 }
+        skip { next }
+        /^## Summary$/ { put(sections); summary = 1 }
+        summary && /^\| [78]\. / { next }
+        summary && table && !/^\|/ && !done { put(rows); done = 1 }
+        summary && /^\|/ { table = 1 }
+        { print }
+        END { if (summary && !done) put(rows) }
+    ' "$1"
+}
+
+if part failover; then
+    failover_report
+fi
+if [ "$ONLY" = failover ]; then
+    mkdir -p "$(dirname "$OUT")"
+    if [ -e "$OUT" ]; then
+        grep -q '^## Summary$' "$OUT" || die "$OUT has no \"## Summary\" section to put sections 7 and 8 before"
+        splice_failover "$OUT" >"$OUT.tmp"
+    else
+        {
+            echo "# Benchmarks"
+            echo
+            echo "Only the failover part (\`scripts/bench.sh --only failover\`); the other sections come from a run without \`--only\`."
+            echo
+            cat "$TMP/failover.md"
+            echo "## Summary"
+            echo
+            echo "| Case | Result | Target | Met |"
+            echo "|---|---|---|---|"
+            cat "$TMP/failover-summary.md"
+        } >"$OUT.tmp"
+    fi
+    mv "$OUT.tmp" "$OUT"
+    log "wrote sections 7 and 8 into $OUT"
+    exit 0
+fi
+
 C1_R=$(ratio "$(median "$TMP/c1.cli" 1)" "$(median "$TMP/c1.tool" 1)")
 C2_R=$(ratio "$(median "$TMP/c2.cli" 1)" "$(median "$TMP/c2.tool" 1)")
 C3_R=$(ratio "$(median "$TMP/c3.cli" 1)" "$(median "$TMP/c3.tool" 1)")
 C4_R=$(ratio "$(median "$TMP/c4.tool" 1)" "$(median "$TMP/c4.cli" 1)")
-mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 RSS_MB=$(mb "$(max_rss push2 push3 push4)")
 SNAP_RSS_MB=$(mb "$(max_rss snap)")
 C6_MS=$(median "$TMP/c6" 1)
@@ -698,6 +868,7 @@ mkdir -p "$(dirname "$OUT")"
     echo
     echo "**$C6_MS ms** (target < 10 ms): $(met "$C6_MS" '<=' 9.999)."
     echo
+    cat "$TMP/failover.md"
     echo "## Summary"
     echo
     echo "| Case | Result | Target | Met |"
@@ -708,6 +879,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "| 4. full copy, $BIG_MB MB | ${C4_R}x the time of incus copy | ≤ 1.05x | $(met "$C4_R" '<=' 1.05) |"
     echo "| 5. incus-push peak RSS | $RSS_MB MB | < 30 MB | $(met "$RSS_MB" '<=' 29.999) |"
     echo "| 6. policy, $POLICY_COUNT snapshots | $C6_MS ms | < 10 ms | $(met "$C6_MS" '<=' 9.999) |"
+    cat "$TMP/failover-summary.md"
 } >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 log "wrote $OUT"

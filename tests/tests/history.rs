@@ -245,3 +245,187 @@ fn archive_points_on_a_dir_pool_need_an_explicit_opt_in() {
     out.assert_success();
     assert_eq!(archives_of(&name), [format!("{name}--d1")]);
 }
+
+/// A certificate restricted to one project on the standby (what a primary should hold in a
+/// push deployment): it replicates that project, and it can neither see nor delete the
+/// archive points.
+#[test]
+fn a_restricted_certificate_replicates_its_project_and_cannot_touch_the_archives() {
+    let project = incus_standby_tests::Project::on_both(&unique("hist-rp"));
+    let p = project.name.clone();
+    let client = unique("hist-restricted");
+    // The lab (full trust) makes a token restricted to the project.
+    let token = tool("incus-trust")
+        .args(["token", &format!("standby:{client}"), "--projects", &p])
+        .run();
+    token.assert_success();
+    let token = token.records_of("token")[0]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let conf = tempfile::tempdir().expect("tempdir");
+    let out = tool("incus-trust")
+        .env("INCUS_CONF", conf.path())
+        .args(["add", "sb", "-", "--project", &p])
+        .stdin(token)
+        .run();
+    out.assert_success();
+    let restricted = |args: &[&str]| {
+        tool("incus-push")
+            .env("INCUS_CONF", conf.path())
+            .args(args)
+            .run()
+    };
+
+    // An archive point that must stay out of its reach.
+    let keeper = unique("hist-keep");
+    incus_standby_tests::incus(&[
+        "project",
+        "create",
+        &format!("standby:{ARCHIVE}"),
+        "-c",
+        "features.images=false",
+        "-c",
+        "features.profiles=false",
+    ]);
+    incus_ok(&[
+        "init",
+        "standby:busybox",
+        &format!("standby:{keeper}"),
+        "--project",
+        ARCHIVE,
+        "-q",
+    ]);
+
+    let c = Instance::builder("local", &unique("hist-r"))
+        .project(&p)
+        .stopped()
+        .build();
+    c.snapshot("s1");
+    let out = restricted(&["--to", "sb", "--project", &p, &c.name]);
+    out.assert_success();
+    assert_eq!(
+        snapshots_of(&format!("standby:{}", c.name), Some(&p)),
+        ["s1"]
+    );
+
+    // It cannot list or delete the archive project's instances.
+    let cli = |args: &[&str]| {
+        incus_standby_tests::Cmd::new("incus")
+            .env("INCUS_CONF", conf.path())
+            .args(args)
+            .run()
+    };
+    let listed = cli(&["list", "sb:", "--project", ARCHIVE, "-f", "csv", "-c", "n"]);
+    assert!(
+        listed.code != 0 || !listed.stdout.contains(&keeper),
+        "{listed:?}"
+    );
+    let deleted = cli(&[
+        "delete",
+        "--force",
+        &format!("sb:{keeper}"),
+        "--project",
+        ARCHIVE,
+    ]);
+    assert_ne!(deleted.code, 0, "{deleted:?}");
+    assert!(incus_standby_tests::instance_exists(
+        &format!("standby:{keeper}"),
+        Some(ARCHIVE)
+    ));
+
+    let _ = incus_standby_tests::incus(&[
+        "delete",
+        "--force",
+        &format!("standby:{keeper}"),
+        "--project",
+        ARCHIVE,
+    ]);
+    let _ = tool("incus-trust")
+        .args(["remove", &format!("standby:{client}")])
+        .run();
+}
+
+/// The pull deployment: the whole job runs on the standby's host, and the primary holds no
+/// credential for the standby; the standby's certificate on the primary is restricted to the
+/// project it replicates. Snapshot, replication and prune work; other projects are out of
+/// reach.
+#[test]
+fn the_pull_deployment_works_under_a_certificate_restricted_to_one_project() {
+    let project = incus_standby_tests::Project::on_both(&unique("hist-pull"));
+    let p = project.name.clone();
+    let client = unique("hist-standby-host");
+    let token = tool("incus-trust")
+        .args(["token", &format!("local:{client}"), "--projects", &p])
+        .run();
+    token.assert_success();
+    let token = token.records_of("token")[0]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // The standby host's configuration: the primary through the restricted certificate, the
+    // standby itself through its own (here: the lab's, as clientcerts/standby.*).
+    let conf = tempfile::tempdir().expect("tempdir");
+    tool("incus-trust")
+        .env("INCUS_CONF", conf.path())
+        .args(["add", "prim", "-", "--project", &p])
+        .stdin(token)
+        .run()
+        .assert_success();
+    let lab = incus_standby_tests::lab();
+    std::fs::create_dir_all(conf.path().join("clientcerts")).expect("mkdir");
+    for (from, to) in [
+        ("client.crt", "clientcerts/standby.crt"),
+        ("client.key", "clientcerts/standby.key"),
+        ("servercerts/standby.crt", "servercerts/standby.crt"),
+    ] {
+        std::fs::copy(lab.conf_dir().join(from), conf.path().join(to)).expect("copy");
+    }
+    let config = conf.path().join("config.yml");
+    let text = std::fs::read_to_string(&config).expect("config.yml");
+    let text = text.replacen(
+        "remotes:\n",
+        &format!(
+            "remotes:\n  standby:\n    addr: https://127.0.0.1:{}\n    protocol: incus\n    public: false\n",
+            lab.standby_port()
+        ),
+        1,
+    );
+    std::fs::write(&config, text).expect("config.yml");
+
+    let c = Instance::builder("local", &unique("hist-pull-i"))
+        .project(&p)
+        .stopped()
+        .build();
+    c.snapshot("old");
+    let bin = |t: &str| format!("'{}'", incus_standby_tests::bin_dir().join(t).display());
+    let job = format!(
+        "set -o pipefail; {snap} --pattern auto-%d prim:{name} | {push} --to standby | {prune} --keep-last 1 --replica standby",
+        snap = bin("incus-snap"),
+        push = bin("incus-push"),
+        prune = bin("incus-prune"),
+        name = c.name
+    );
+    let out = incus_standby_tests::Cmd::new("bash")
+        .env("INCUS_CONF", conf.path())
+        .args(["-c", &job])
+        .run();
+    out.assert_success();
+    assert_eq!(out.records_of("push").len(), 1, "{}", out.stdout);
+    assert_eq!(
+        snapshots_of(&format!("standby:{}", c.name), Some(&p)),
+        ["old", "auto-0"]
+    );
+
+    // Another project of the primary is out of reach.
+    let other = Instance::create("local", &unique("hist-pull-other"));
+    let out = tool("incus-snap")
+        .env("INCUS_CONF", conf.path())
+        .args(["--project", "default", &format!("prim:{}", other.name)])
+        .run();
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(other.snapshots().is_empty());
+    let _ = tool("incus-trust")
+        .args(["remove", &format!("local:{client}")])
+        .run();
+}
