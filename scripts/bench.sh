@@ -502,8 +502,8 @@ if part failover; then
                 printf '%s\n' "$msg" >>"$TMP/$key.errors"
                 if [ ! -e "$TMP/$key.state" ]; then
                     {
-                        echo "primary: $(bi list local: -f csv -c ns | grep -E "^$name(-|,)" | tr '\n' ' ')"
-                        echo "standby: $(bi list standby: -f csv -c ns | grep -E "^$name(-|,)" | tr '\n' ' ')"
+                        echo "primary: $(bi list local: -f csv -c ns | awk -F, -v n="$name" 'index($1, n) == 1 { printf "%s`%s` %s", sep, $1, $2; sep = ", " }')"
+                        echo "standby: $(bi list standby: -f csv -c ns | awk -F, -v n="$name" 'index($1, n) == 1 { printf "%s`%s` %s", sep, $1, $2; sep = ", " }')"
                     } >"$TMP/$key.state"
                 fi
                 # No second run: a failback resumed after a failed final sync would act on a
@@ -593,6 +593,7 @@ cells() {
     fi
 }
 count_lines() { if [ -e "$1" ]; then grep -c . "$1" || true; else echo 0; fi; }
+words() { awk '{ for (i = 1; i <= NF; i++) printf "%s%s", (n++ ? " " : ""), $i } END { if (!n) printf "none" }' "$1"; }
 pool_label() { echo "\`$1\` ($(incus storage show "$1" | sed -n 's/^driver: //p'))"; }
 
 # Sections 7 and 8 into $TMP/failover.md, their summary rows into $TMP/failover-summary.md.
@@ -627,7 +628,7 @@ failover_report() {
         echo '|---|---|---|---|---|---|---|'
         for pool in "${FAILBACK_POOLS[@]}"; do
             key=$TMP/c8-$pool
-            printf '| %s | %s MB (`du -sb` of the standby copy), %s snapshots | %s | %s of %s |\n' "$(pool_label "$pool")" \
+            printf '| %s | %s MB (`du -sb` of the standby copy, without its snapshots), %s snapshots | %s | %s of %s |\n' "$(pool_label "$pool")" \
                 "$(awk '{ printf "%.1f\n", $1 / 1048576 }' "$key.bytes" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')" \
                 "$(median "$key.snapshots" 1)" "$(cells "$key.failback")" "$(count_lines "$key.failed")" "$REPS"
         done
@@ -643,7 +644,7 @@ failover_report() {
             echo
             echo "> $msg"
             echo
-            echo "What was left ($(tr '\n' ';' <"$key.state" | sed 's/;$//; s/;/, /g' | sed 's/  */ /g')); the script does not run the failback again but deletes the instances."
+            echo "Left after it: $(tr '\n' ';' <"$key.state" | sed 's/;$//; s/;/; /g'). The script does not run the failback again; it deletes the instances."
             case "$msg" in
                 *"cannot find parent subvolume"*)
                     echo "The error comes from Incus's optimized btrfs transfer back to the primary: \`btrfs receive\` there cannot find the parent subvolume the stream from the standby names, so the copy of the standby's instance to the primary fails." ;;
@@ -665,9 +666,9 @@ failover_report() {
             printf '| %s | plain incus-push, right after | %s | %s |\n' "$label" "$(cells "$key.push0")" \
                 "$(sort -u "$key.push0.status" | tr '\n' ' ' | sed 's/ $//; s/ /, /g'): $(if grep -qv up-to-date "$key.push0.status"; then echo "sent something"; else echo "nothing sent"; fi)"
             printf '| %s | first incus-snap \\| incus-push | %s | refreshed; Incus also deleted and received again %s snapshot(s) in all: %s |\n' "$label" "$(cells "$key.push1")" \
-                "$resent1" "$(tr '\n' ' ' <"$key.resent1" | sed 's/  */ /g; s/ $//' | sed 's/^$/none/')"
+                "$resent1" "$(words "$key.resent1")"
             printf '| %s | second incus-snap \\| incus-push | %s | refreshed; received again: %s |\n' "$label" "$(cells "$key.push2")" \
-                "$(tr '\n' ' ' <"$key.resent2" | sed 's/  */ /g; s/ $//' | sed 's/^$/none/')"
+                "$(words "$key.resent2")"
         done
         echo
         example=
@@ -679,7 +680,7 @@ failover_report() {
             read -r ex_name ex_before ex_after <<<"$example"
             echo "The first push that transfers something (here the first one with a new snapshot) makes Incus also delete and receive again, on the standby, the snapshots the standby made itself (the \`failback-…\` snapshot, and any taken while it was promoted): in a refresh Incus compares the snapshots' creation times on both sides to the nanosecond, and the copies the failback made on the primary only kept whole seconds."
             echo "For instance \`$ex_name\` was created at $ex_before on the standby, and its copy on the primary says $ex_after, which is what the standby holds after that push."
-            echo "The cost is the size of those snapshots (for \`dir\`, a full copy of the instance each): compare the first and the second push above."
+            echo "The cost of sending those snapshots again is the difference between the first and the second push above."
         else
             echo "In these runs the first push with a new snapshot did not make Incus send any snapshot again (no creation time changed on the standby)."
         fi

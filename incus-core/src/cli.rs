@@ -28,11 +28,67 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(message.into()))
 }
 
+/// `TOOL --generate-docs DIR`: writes the man pages (`DIR/man1/TOOL.1`, one more per
+/// subcommand, `TOOL-SUB.1`) and the completions for bash, zsh and fish
+/// (`DIR/completions/{bash/TOOL,zsh/_TOOL,fish/TOOL.fish}`), all from the clap definitions the
+/// tool parses with, so that they never drift from `--help`. Hidden: for packaging.
+fn generate_docs<A: clap::CommandFactory>(
+    tool: &str,
+    dir: &std::path::Path,
+) -> std::io::Result<()> {
+    use clap_complete::Shell;
+    let command = A::command()
+        .name(tool.to_string())
+        .bin_name(tool.to_string());
+    let man = dir.join("man1");
+    std::fs::create_dir_all(&man)?;
+    let mut pages = vec![(tool.to_string(), command.clone())];
+    for sub in command.get_subcommands() {
+        if sub.get_name() == "help" {
+            continue;
+        }
+        let name = format!("{tool}-{}", sub.get_name());
+        pages.push((name.clone(), sub.clone().name(name)));
+    }
+    for (name, page) in pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page).render(&mut out)?;
+        std::fs::write(man.join(format!("{name}.1")), out)?;
+    }
+    for (shell, sub, file) in [
+        (Shell::Bash, "bash", tool.to_string()),
+        (Shell::Zsh, "zsh", format!("_{tool}")),
+        (Shell::Fish, "fish", format!("{tool}.fish")),
+    ] {
+        let dir = dir.join("completions").join(sub);
+        std::fs::create_dir_all(&dir)?;
+        let mut out = Vec::new();
+        let mut command = command.clone();
+        clap_complete::generate(shell, &mut command, tool, &mut out);
+        std::fs::write(dir.join(file), out)?;
+    }
+    Ok(())
+}
+
 /// Parses the command line. A mistake in it is still reported in band: the next tool in a
 /// pipeline gets a run-level `error` record and an `end` record saying this tool failed, so
 /// that it does not mistake an empty stream for "nothing to do".
 pub fn parse<A: clap::Parser>(tool: &'static str) -> Result<A, ExitCode> {
     use clap::error::ErrorKind;
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if raw.get(1).is_some_and(|a| a == "--generate-docs") {
+        let Some(dir) = raw.get(2) else {
+            eprintln!("{tool}: error: --generate-docs needs a directory");
+            return Err(ExitCode::from(2));
+        };
+        return Err(match generate_docs::<A>(tool, std::path::Path::new(dir)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{tool}: error: generating the documentation: {e}");
+                ExitCode::from(2)
+            }
+        });
+    }
     match A::try_parse() {
         Ok(args) => Ok(args),
         Err(e) => {

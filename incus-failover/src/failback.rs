@@ -44,6 +44,9 @@ use crate::status::rfc3339;
 const FINAL_PREFIX: &str = "failback-";
 
 #[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "Examples:\n  incus-failover failback web --standby standby --dry-run\n  incus-failover failback --all --standby standby"
+)]
 pub struct FailbackArgs {
     #[command(flatten)]
     pub pairs: PairArgs,

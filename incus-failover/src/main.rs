@@ -10,13 +10,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use incus_core::cli::{self, OutputArgs};
 
+const EXAMPLES: &str = "Examples:\n  incus-failover status --all --standby standby\n  incus-failover check --all --standby standby --max-rpo 2H\n  incus-failover promote web --standby standby\n  incus-failover promote --all --standby standby --emergency\n  incus-failover fence primary: --standby standby\n  incus-failover failback web --standby standby";
+
 /// Show the standby's replication state, promote it when the primary must stop or is gone,
 /// fence the old primary, and fail back.
 ///
 /// The instances are the primary's (`[REMOTE:]INSTANCE`, `REMOTE:`, `--all`); their replicas
 /// are the instances of the same name on --standby, made by incus-push.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, after_help = EXAMPLES)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Command,

@@ -42,6 +42,9 @@ use crate::status::rfc3339;
 const FINAL_PREFIX: &str = "failover-";
 
 #[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "Examples:\n  incus-failover promote web --standby standby --dry-run\n  incus-failover promote web db --standby standby\n  incus-failover promote --all --standby standby --emergency\n  incus-failover promote web --standby standby --at \"2026-11-24 03:00\""
+)]
 pub struct PromoteArgs {
     #[command(flatten)]
     pub pairs: PairArgs,
@@ -74,6 +77,7 @@ pub struct PromoteArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Examples:\n  incus-failover fence primary: --standby standby")]
 pub struct FenceArgs {
     #[command(flatten)]
     pub pairs: PairArgs,

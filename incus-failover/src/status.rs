@@ -22,6 +22,9 @@ use incus_core::replication::{
 use crate::pairs::{Pair, PairArgs, Pairs, resolve};
 
 #[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "Examples:\n  incus-failover status --all --standby standby\n  incus-failover status web --standby standby --prometheus /var/lib/node_exporter/incus-standby.prom"
+)]
 pub struct StatusArgs {
     #[command(flatten)]
     pub pairs: PairArgs,
@@ -31,6 +34,9 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "Examples:\n  incus-failover check --all --standby standby --max-rpo 2H --warn-rpo 90M"
+)]
 pub struct CheckArgs {
     #[command(flatten)]
     pub pairs: PairArgs,

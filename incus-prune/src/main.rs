@@ -8,6 +8,8 @@ use clap::Parser;
 use incus_core::cli::{self, OutputArgs};
 use incus_core::select::TargetArgs;
 
+const EXAMPLES: &str = "Examples:\n  incus-prune --all --keep-daily 7 --keep-weekly 4\n  incus-prune --all --replica standby --keep-hourly 24 --dry-run --explain\n  incus-snap --all | incus-push --to standby | incus-prune --keep-daily 7";
+
 /// Delete old snapshots of Incus instances by a retention policy (restic's `forget` rules).
 ///
 /// Only snapshots whose names match --match (default `auto-*`, the names incus-snap makes)
@@ -18,7 +20,7 @@ use incus_core::select::TargetArgs;
 /// --to standby | incus-prune --keep-daily 7`), forwards them, and adds one `pruned` record
 /// per deleted snapshot.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, after_help = EXAMPLES)]
 pub struct Args {
     #[command(flatten)]
     pub targets: TargetArgs,

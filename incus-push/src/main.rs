@@ -12,6 +12,8 @@ use incus_core::policy::Rules;
 use incus_core::replication::{ArchiveOptions, Options};
 use incus_core::select::TargetArgs;
 
+const EXAMPLES: &str = "Examples:\n  incus-push --to standby web              # first time a full copy, then incremental\n  incus-push --to standby --all --jobs 4\n  incus-snap --all | incus-push --to standby\n  incus-push --to standby --all --dry-run\n  incus-push --to standby web --replace    # the source was re-created: keep the old replica aside\n  incus-push --to standby --all --archive-keep-daily 30 --archive-keep-monthly 12";
+
 /// Replicate instances and their snapshots to a standby server, incrementally.
 ///
 /// Afterwards the standby holds, for each instance, a stopped replica with the same name and
@@ -19,7 +21,7 @@ use incus_core::select::TargetArgs;
 /// and no snapshot schedule. Reads records from stdin (`incus-snap --all | incus-push --to
 /// standby`), forwards them, and adds one `push` record per instance.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, after_help = EXAMPLES)]
 pub struct Args {
     #[command(flatten)]
     pub targets: TargetArgs,

@@ -8,12 +8,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use incus_core::cli::{self, OutputArgs};
 
+const EXAMPLES: &str = "Examples:\n  incus-snap web db                        # one snapshot each (auto-YYYYMMDD-HHMMSS)\n  incus-snap --all --expiry 2w             # every instance of the default remote\n  incus-snap standby:                      # every instance of a remote\n  incus-snap schedule --all --cron @daily --expiry 1w\n  incus-snap --all | incus-push --to standby | incus-prune --keep-daily 7";
+
 /// Take snapshots of instances, or configure Incus's own snapshot schedule.
 ///
 /// Reads records from stdin when it is not a terminal (every instance they name is
 /// snapshotted), forwards them, and adds one `snapshot` record per snapshot taken.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about, args_conflicts_with_subcommands = true)]
+#[command(version, about, long_about, args_conflicts_with_subcommands = true, after_help = EXAMPLES)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,

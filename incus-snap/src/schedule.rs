@@ -18,7 +18,7 @@ const STOPPED: &str = "snapshots.schedule.stopped";
 
 /// Options of `incus-snap schedule`.
 #[derive(Debug, Clone, clap::Args)]
-#[command(group(clap::ArgGroup::new("what").required(true).args(["cron", "off"])))]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["cron", "off"])), after_help = "Examples:\n  incus-snap schedule web --cron '50 20 * * *' --expiry 1d\n  incus-snap schedule --all --cron @daily --include-stopped\n  incus-snap schedule web --off")]
 pub struct ScheduleArgs {
     #[command(flatten)]
     pub targets: TargetArgs,

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use incus_core::cli::{self, OutputArgs};
 
+const EXAMPLES: &str = "Examples:\n  incus-trust token standby:backup-host > token\n  incus-trust add standby - < token\n  incus-trust check";
+
 /// Set up and check TLS trust between this machine's incus configuration and Incus servers,
 /// without prompts and always checking the server's certificate against the token's
 /// fingerprint. The result is the incus CLI's own configuration ($INCUS_CONF): `incus list
@@ -20,7 +22,7 @@ use incus_core::cli::{self, OutputArgs};
 ///   incus-trust check                                      # every remote: reachable, pinned, trusted
 ///   incus-trust list standby:
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, after_help = EXAMPLES)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Command,

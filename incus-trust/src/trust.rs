@@ -27,6 +27,9 @@ pub const NEEDED_EXTENSIONS: [&str; 6] = [
 ];
 
 #[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "Examples:\n  incus-trust token standby:backup-host > token\n  incus-trust token standby:web-only --projects web"
+)]
 pub struct TokenArgs {
     /// [REMOTE:]NAME: the server (default: the default remote) and the client's name there
     pub target: String,
@@ -36,6 +39,9 @@ pub struct TokenArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "Examples:\n  incus-trust add standby - < token\n  incus-trust add standby env:INCUS_TOKEN\n  incus-trust add standby https://10.0.0.2:8443 --fingerprint 6d1298e2..."
+)]
 pub struct AddArgs {
     /// The name of the new remote
     pub name: String,
@@ -55,24 +61,30 @@ pub struct AddArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Examples:\n  incus-trust list standby:")]
 pub struct ListArgs {
     /// REMOTE: (default: the default remote)
     pub remote: Option<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Examples:\n  incus-trust revoke standby:backup-host")]
 pub struct RevokeArgs {
     /// [REMOTE:]NAME: the client name the tokens were made for
     pub target: String,
 }
 
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Examples:\n  incus-trust remove standby:old-host")]
 pub struct RemoveArgs {
     /// [REMOTE:]NAME or [REMOTE:]FINGERPRINT (a unique prefix will do)
     pub target: String,
 }
 
 #[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "Examples:\n  incus-trust check\n  incus-trust check primary standby --standby standby"
+)]
 pub struct CheckArgs {
     /// Remotes to check (default: every HTTPS remote of the configuration)
     pub remotes: Vec<String>,
