@@ -43,18 +43,22 @@ pub fn run(args: &Args, output: &Output) -> Result<()> {
             return Ok(());
         }
     };
-    incus_core::parallel::map(&selection.instances, args.jobs, |selected| match replicator
-        .replicate(selected)
-    {
-        Ok(record) => output.emit(&Record::Push(record)),
-        Err(message) => output.error(
-            Some(&selected.of),
-            &format!(
-                "copying {} to {}: {message}",
-                address(&selected.of),
-                args.to
+    let total = replicator.total_bar(selection.instances.len() as u64);
+    incus_core::parallel::map(&selection.instances, args.jobs, |selected| {
+        let result = replicator.replicate(selected);
+        total.inc(1);
+        match result {
+            Ok(record) => output.emit(&Record::Push(record)),
+            Err(message) => output.error(
+                Some(&selected.of),
+                &format!(
+                    "copying {} to {}: {message}",
+                    address(&selected.of),
+                    args.to
+                ),
             ),
-        ),
+        }
     });
+    total.finish_and_clear();
     Ok(())
 }

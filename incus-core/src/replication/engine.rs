@@ -136,9 +136,9 @@ pub struct Replicator<'a> {
     replicas: Mutex<BTreeMap<String, Option<BTreeMap<String, Instance>>>>,
     /// Profile names per standby project, listed once.
     profiles: Mutex<BTreeMap<String, BTreeSet<String>>>,
-    progress: bool,
-    /// The latest progress of each transfer under way, shown together on one line.
-    transfers: Mutex<BTreeMap<String, String>>,
+    /// Progress bars on a terminal (hidden otherwise): one per transfer under way, and the
+    /// total a caller may add ([`Replicator::total_bar`]).
+    bars: indicatif::MultiProgress,
 }
 
 impl<'a> Replicator<'a> {
@@ -156,8 +156,11 @@ impl<'a> Replicator<'a> {
             standby_fingerprint,
             profiles: Mutex::new(BTreeMap::new()),
             replicas: Mutex::new(BTreeMap::new()),
-            transfers: Mutex::new(BTreeMap::new()),
-            progress: std::io::stderr().is_terminal(),
+            bars: if std::io::stderr().is_terminal() {
+                indicatif::MultiProgress::new()
+            } else {
+                indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
+            },
         })
     }
 
@@ -465,18 +468,26 @@ impl<'a> Replicator<'a> {
             pool: pool.as_deref(),
             config_overrides: &overrides,
         };
-        let label = address(&selected.of);
-        let report = |progress: &str| self.show_progress(&label, Some(progress));
+        let bar = self.bars.add(indicatif::ProgressBar::new_spinner());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed}]")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(address(&selected.of));
+        bar.set_message("starting");
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        // Incus reports what it sent and its rate (`rootfs: 120.00MB (55.00MB/s)`), not the
+        // size to come: no percentage or ETA is possible.
+        let report = |progress: &str| bar.set_message(progress.to_string());
         let wait = WaitOptions {
             limit: None,
-            progress: if self.progress { Some(&report) } else { None },
+            progress: Some(&report),
             on_interrupt: None,
         };
         settle(&target, name)?;
         let result = transfer.run(args.mode, &wait);
-        if self.progress {
-            self.show_progress(&label, None);
-        }
+        bar.finish_and_clear();
+        self.bars.remove(&bar);
         result.map_err(|e| match e {
             crate::Error::Cancelled => format!(
                 "interrupted: the transfer was cancelled; {}:{name} keeps its previous state",
@@ -608,28 +619,14 @@ impl<'a> Replicator<'a> {
         Ok(())
     }
 
-    /// Updates (or with `None` ends) one transfer's progress and redraws the status line on
-    /// stderr: every transfer under way, `local:web: 120MB (55MB/s) | local:db: …`.
-    fn show_progress(&self, label: &str, progress: Option<&str>) {
-        let Ok(mut transfers) = self.transfers.lock() else {
-            return;
-        };
-        match progress {
-            Some(text) => transfers.insert(label.to_string(), text.to_string()),
-            None => transfers.remove(label),
-        };
-        let line = transfers
-            .iter()
-            .map(|(label, text)| format!("{label}: {text}"))
-            .collect::<Vec<_>>()
-            .join(" | ");
-        let width = std::env::var("COLUMNS")
-            .ok()
-            .and_then(|c| c.parse::<usize>().ok())
-            .unwrap_or(120)
-            .saturating_sub(1);
-        let line: String = line.chars().take(width).collect();
-        eprint!("\r\x1b[K{line}");
+    /// A bar counting the instances done, under the transfers' bars (hidden off a terminal).
+    pub fn total_bar(&self, instances: u64) -> indicatif::ProgressBar {
+        let bar = self.bars.add(indicatif::ProgressBar::new(instances));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} instances [{elapsed}]")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
     }
 
     /// The replica as the standby's one-call listing shows it.
