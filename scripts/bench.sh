@@ -350,7 +350,7 @@ drop_named() {
     done
 }
 status_of() { bi info "$1" | sed -n 's/^Status: //p'; } # [REMOTE:]NAME: RUNNING, STOPPED, …
-launch() {                                              # NAME [FLAGS…]: a running busybox container
+launch() { # NAME [FLAGS…]: a running busybox container
     bi launch busybox "$@" -q 2>"$TMP/launch.err" || die "launching $1: $(cat "$TMP/launch.err")"
 }
 # "snapshot created_at" for each snapshot of [REMOTE:]NAME (the top-level keys of each object).

@@ -22,6 +22,13 @@ step scripts/lab.sh up
 eval "$(scripts/lab.sh env)"
 step cargo build --workspace --all-targets --features incus-core/failpoints
 step cargo test --workspace --features incus-core/failpoints "$@"
+# The packages: built, the .deb installed here and its tools run against the lab, the .rpm
+# listed. It installs system-wide, so only in CI or when asked.
+if [ "${CI:-}" = true ] || [ "${INCUS_STANDBY_PACKAGE_CHECK:-}" = 1 ]; then
+    step scripts/package.sh --check
+else
+    printf '==> skipped: scripts/package.sh --check (installs the .deb; CI=true or INCUS_STANDBY_PACKAGE_CHECK=1 runs it)\n'
+fi
 step cargo clippy --workspace --all-targets --features incus-core/failpoints -- -D warnings
 step cargo clippy --workspace --all-targets -- -D warnings
 step cargo fmt --all -- --check

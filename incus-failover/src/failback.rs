@@ -59,6 +59,10 @@ pub struct FailbackArgs {
     /// Who connects to whom for the copies (as incus-push --mode)
     #[arg(long, value_enum, default_value_t = Mode::Pull)]
     pub mode: Mode,
+    /// Fail back an instance on a btrfs pool even so (refused by default: Incus 6.0.4 fails
+    /// that copy)
+    #[arg(long)]
+    pub btrfs_anyway: bool,
 }
 
 /// `incus-failover failback`.
@@ -109,6 +113,7 @@ pub fn failback(args: &FailbackArgs, output: &Output) -> Result<()> {
                     replicator: &replicator,
                     steps: &steps,
                     stop_timeout: args.stop_timeout,
+                    btrfs_anyway: args.btrfs_anyway,
                 };
                 back.run()
             });
@@ -137,6 +142,7 @@ struct Failback<'a> {
     replicator: &'a Replicator<'a>,
     steps: &'a Steps<'a>,
     stop_timeout: u64,
+    btrfs_anyway: bool,
 }
 
 impl Failback<'_> {
@@ -178,6 +184,9 @@ impl Failback<'_> {
             record.snapshot = standby_copy.config.get(RESTORED_KEY).cloned();
             return Ok(record);
         }
+        if promoted && !from_standby && !self.btrfs_anyway {
+            self.refuse_btrfs(&standby_copy)?;
+        }
         if let Some(old) = &primary_copy
             && !from_standby
         {
@@ -187,10 +196,34 @@ impl Failback<'_> {
             // The long copy while the instance still runs on the standby, then the short
             // final one.
             self.sync("pre-copy")?;
-            self.stop_standby_copy()?;
-            let snapshot = self.final_snapshot()?;
-            self.sync("final-sync")?;
-            self.check_restored(&snapshot)?;
+            let was_running = self.stop_standby_copy()?;
+            // Once the standby copy is stopped, a failure must not leave the service down:
+            // start it again, and say so.
+            let finish = || -> Result<String, String> {
+                let snapshot = self.final_snapshot()?;
+                fail::fail_point!("failback::before-final-sync", |arg| Err(injected(arg)));
+                self.sync("final-sync")?;
+                self.check_restored(&snapshot)?;
+                Ok(snapshot)
+            };
+            let snapshot = match finish() {
+                Ok(snapshot) => snapshot,
+                Err(e) if was_running && !self.steps.dry_run => {
+                    let restarted =
+                        instances::change_state(&self.standby, &name, "start", 0, false);
+                    return Err(match restarted {
+                        Ok(()) => format!(
+                            "{e}; {}:{name} was started again and still serves: nothing is lost, run failback again once the cause is fixed",
+                            self.standby_name
+                        ),
+                        Err(start) => format!(
+                            "{e}; and starting {}:{name} again failed too ({start}): start it by hand (incus start {}:{name})",
+                            self.standby_name, self.standby_name
+                        ),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
             self.make_standby_a_replica_again(&snapshot)?;
             Some(snapshot)
         } else {
@@ -223,6 +256,30 @@ impl Failback<'_> {
                 self.standby.project(),
                 self.name()
             ))
+    }
+
+    /// Incus 6.0.4 cannot copy back to a btrfs pool an instance whose snapshots a refresh
+    /// brought (`btrfs receive` cannot find the parent subvolume; reproduced with the plain
+    /// `incus copy`), and a retried copy can leave the pool's volume broken. Refuse before
+    /// anything changes.
+    fn refuse_btrfs(&self, standby_copy: &Instance) -> Result<(), String> {
+        let Some(pool) = standby_copy.root_pool() else {
+            return Ok(());
+        };
+        let drivers = [
+            incus_core::api::projects::pool_driver(&self.standby, pool),
+            incus_core::api::projects::pool_driver(self.primary, pool),
+        ];
+        if drivers
+            .iter()
+            .any(|d| d.as_deref().is_ok_and(|d| d == "btrfs"))
+        {
+            return Err(format!(
+                "the instance is on btrfs pool {pool}: Incus 6.0 cannot copy it back (btrfs receive cannot find the parent subvolume of snapshots a refresh brought, with the plain incus CLI too), and a failed copy can damage the pool's volume; nothing was changed: keep it running on {}, or fail back by hand to another pool, or pass --btrfs-anyway on an Incus that has the fix",
+                self.standby_name
+            ));
+        }
+        Ok(())
     }
 
     /// Step 1: the old primary copy, with whatever it holds that the standby does not, is
@@ -311,12 +368,12 @@ impl Failback<'_> {
         Ok(())
     }
 
-    /// Step 3: the standby copy stops (cleanly, then by force).
-    fn stop_standby_copy(&self) -> Result<(), String> {
+    /// Step 3: the standby copy stops (cleanly, then by force). True when it was running.
+    fn stop_standby_copy(&self) -> Result<bool, String> {
         let name = self.name();
         let (instance, _) = instances::get(&self.standby, name).map_err(|e| e.to_string())?;
         if !instance.is_running() {
-            return Ok(());
+            return Ok(false);
         }
         self.steps.report(
             &self.pair.of,
@@ -324,14 +381,14 @@ impl Failback<'_> {
             format!("stop {}:{name} on the standby", self.standby_name),
         );
         if self.steps.dry_run {
-            return Ok(());
+            return Ok(true);
         }
         let seconds = i64::try_from(self.stop_timeout).unwrap_or(i64::MAX).max(1);
         if instances::change_state(&self.standby, name, "stop", seconds, false).is_err() {
             instances::change_state(&self.standby, name, "stop", 0, true)
                 .map_err(|e| format!("stopping {}:{name}: {e}", self.standby_name))?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The last snapshot of the stopped standby copy (reused by a resumed run).

@@ -421,6 +421,8 @@ fn failback_brings_the_standbys_data_home_and_keeps_the_old_primarys() {
         "echo written-on-the-standby > /root/data",
     ]);
     c.snapshot("only-on-the-old-primary");
+    // A snapshot taken while promoted (its configuration carries the promotion's marker).
+    incus_ok(&["snapshot", "create", &standby, "during-the-failover"]);
 
     let out = failover(&["failback", "--standby", "standby", &name, "--dry-run"]);
     out.assert_success();
@@ -574,4 +576,54 @@ fn instance_running(address: &str) -> bool {
             "-c",
             "s",
         ]) == "RUNNING"
+}
+
+/// A failback that fails once the standby copy is stopped starts it again (no outage), and
+/// one on btrfs is refused before anything changes (Incus 6.0.4 cannot copy it back).
+#[test]
+fn a_failing_failback_leaves_the_service_running_and_btrfs_is_refused() {
+    let _serial = serial();
+    let c = replicated("fo-back-fail");
+    let name = c.name.clone();
+    let standby = format!("standby:{name}");
+    failover(&["promote", "--standby", "standby", &name]).assert_success();
+    let out = tool("incus-failover")
+        .env("FAILPOINTS", "failback::before-final-sync=return(refused)")
+        .args(["failback", "--standby", "standby", &name])
+        .run();
+    out.assert_code(1);
+    assert!(
+        out.first_error().contains("started again"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(status_of(&standby), "RUNNING");
+    failover(&["failback", "--standby", "standby", &name]).assert_success();
+    assert_eq!(status_of(&name), "RUNNING");
+    assert_eq!(status_of(&standby), "STOPPED");
+    let asides = incus_standby_tests::instances_named("local", &format!("{name}-before-failback-"));
+    let _aside = Instance {
+        name: asides.first().cloned().unwrap_or_default(),
+        remote: "local".into(),
+        project: None,
+    };
+
+    let b = Instance::builder("local", &unique("fo-back-btrfs"))
+        .storage("btrfs")
+        .build();
+    b.snapshot("s1");
+    tool("incus-push")
+        .args(["--to", "standby", "--storage", "btrfs", &b.name])
+        .run()
+        .assert_success();
+    failover(&["promote", "--standby", "standby", &b.name]).assert_success();
+    let out = failover(&["failback", "--standby", "standby", &b.name]);
+    out.assert_code(1);
+    assert!(out.first_error().contains("btrfs"), "{}", out.stderr);
+    assert_eq!(status_of(&format!("standby:{}", b.name)), "RUNNING");
+    assert!(
+        incus_standby_tests::instances_named("local", &format!("{}-before-failback-", b.name))
+            .is_empty(),
+        "the old primary copy was moved although nothing could be done"
+    );
 }

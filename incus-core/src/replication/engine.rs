@@ -453,6 +453,18 @@ impl<'a> Replicator<'a> {
         };
         let mut overrides: BTreeMap<String, Option<String>> = inert_overrides();
         overrides.insert(SOURCE_KEY.into(), Some(marker.clone()));
+        // A snapshot taken on a promoted or fenced instance carries those markers in its
+        // configuration, and a restore brings them back: a replica never keeps them.
+        for key in [
+            PROMOTED_KEY,
+            FENCED_KEY,
+            AUTOSTART_BEFORE_KEY,
+            REPLACED_KEY,
+            ARCHIVE_OF_KEY,
+            ARCHIVE_TIME_KEY,
+        ] {
+            overrides.insert(key.into(), None);
+        }
         overrides.insert(SOURCE_UUID_KEY.into(), source_uuid.clone());
         overrides.insert(SOURCE_SETTINGS_KEY.into(), Some(settings.clone()));
         if let Some(lease) = &lease {
