@@ -8,17 +8,21 @@
 #   scripts/bench.sh --only failover  only the failover part (sections 7 and 8): replaces those
 #                                     sections in docs/bench.md (or target/bench-quick.md with
 #                                     --quick) and keeps the others as they are
+#   scripts/bench.sh --only history   only the standby history part (section 9, archive
+#                                     points), the same way
 #
 # Everything happens in a project of its own, "bench" (INCUS_BENCH_PROJECT overrides), created
 # on both lab daemons and deleted with its instances when the script ends, however it ends.
-# Nothing outside that project is touched. BENCH_NO_BUILD=1 skips the release build.
+# Nothing outside that project is touched, but for the archive points the history part makes
+# on the standby (project incus-standby-archive, named after its instances), deleted with them.
+# BENCH_NO_BUILD=1 skips the release build.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
 
 QUICK=false
 ONLY=
-USAGE="usage: $0 [--quick] [--only failover]"
+USAGE="usage: $0 [--quick] [--only failover|history]"
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=true ;;
@@ -28,22 +32,23 @@ while [ $# -gt 0 ]; do
             shift
             ;;
         --only=*) ONLY=${1#--only=} ;;
-        -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench: unknown argument: $1 ($USAGE)" >&2; exit 2 ;;
     esac
     shift
 done
 case "$ONLY" in
-    "" | failover) ;;
-    *) echo "bench: unknown part for --only: $ONLY (the only part is failover)" >&2; exit 2 ;;
+    "" | failover | history) ;;
+    *) echo "bench: unknown part for --only: $ONLY (the parts are failover and history)" >&2; exit 2 ;;
 esac
-# part NAME: whether this run measures that part ("main": sections 1 to 6).
+# part NAME: whether this run measures that part ("main": sections 1 to 6, "failover": 7 and 8,
+# "history": 9).
 part() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 
 if [ "$QUICK" = true ]; then
-    REPS=1 N_SNAP=20 N_PUSH=5 BIG_MB=100 N_PROMOTE=2 FAILBACK_MB=50 OUT=$REPO/target/bench-quick.md
+    REPS=1 N_SNAP=20 N_PUSH=5 BIG_MB=100 N_PROMOTE=2 FAILBACK_MB=50 HISTORY_MB=50 OUT=$REPO/target/bench-quick.md
 else
-    REPS=3 N_SNAP=50 N_PUSH=20 BIG_MB=400 N_PROMOTE=5 FAILBACK_MB=100 OUT=$REPO/docs/bench.md
+    REPS=3 N_SNAP=50 N_PUSH=20 BIG_MB=400 N_PROMOTE=5 FAILBACK_MB=100 HISTORY_MB=200 OUT=$REPO/docs/bench.md
 fi
 PROJECT=${INCUS_BENCH_PROJECT:-bench}
 MARK="incus-standby benchmark (scripts/bench.sh); deleted when the benchmark ends"
@@ -99,10 +104,47 @@ drop_project() {
     incus project delete "$r:$PROJECT" >/dev/null
 }
 
+# The history part's archive points: instances in ARCHIVE_PROJECT on the standby, named
+# NAME--SNAPSHOT after the bench instance NAME they were cloned from.
+ARCHIVE_PROJECT=incus-standby-archive
+HISTORY_NAMES=()     # the instances of the history part (whose archive points to delete)
+ARCHIVE_EXISTED=     # whether ARCHIVE_PROJECT existed on the standby before the history part
+
+# archives_of NAME: the archive points on the standby cloned from the bench project's NAME
+# (named NAME--… and marked as archives of PROJECT/NAME/…).
+archives_of() {
+    local a of
+    incus project show "standby:$ARCHIVE_PROJECT" >/dev/null 2>&1 || return 0
+    while IFS= read -r a; do
+        case "$a" in "$1--"*) ;; *) continue ;; esac
+        of=$(incus config get --project "$ARCHIVE_PROJECT" "standby:$a" user.incus-standby.archive-of 2>/dev/null || true)
+        case "$of" in "$PROJECT/$1/"*) echo "$a" ;; esac
+    done < <(incus list standby: --project "$ARCHIVE_PROJECT" -f csv -c n)
+}
+drop_archives_of() { # NAME
+    local a names=()
+    while IFS= read -r a; do [ -n "$a" ] && names+=("standby:$a"); done < <(archives_of "$1")
+    if [ ${#names[@]} -gt 0 ]; then incus delete --project "$ARCHIVE_PROJECT" --force "${names[@]}"; fi
+}
+# Deletes the archive points of the history part's instances, and the archive project when the
+# history part made it and it is empty now.
+drop_history_archives() {
+    local n
+    for n in "${HISTORY_NAMES[@]}"; do drop_archives_of "$n"; done
+    if [ "$ARCHIVE_EXISTED" = no ] && incus project show "standby:$ARCHIVE_PROJECT" >/dev/null 2>&1 &&
+        [ -z "$(incus list standby: --project "$ARCHIVE_PROJECT" -f csv -c n)" ]; then
+        incus project delete "standby:$ARCHIVE_PROJECT" >/dev/null
+    fi
+}
+
 on_exit() {
     local rc=$? r
     trap - EXIT INT TERM
     set +e
+    if [ ${#HISTORY_NAMES[@]} -gt 0 ]; then
+        log "deleting the history part's archive points on standby (project $ARCHIVE_PROJECT)"
+        drop_history_archives || log "warning: could not delete the archive points of ${HISTORY_NAMES[*]}"
+    fi
     for r in "${CREATED[@]}"; do
         log "deleting project $PROJECT on $r"
         drop_project "$r" || log "warning: could not delete project $PROJECT on $r"
@@ -350,6 +392,8 @@ drop_named() {
     done
 }
 status_of() { bi info "$1" | sed -n 's/^Status: //p'; } # [REMOTE:]NAME: RUNNING, STOPPED, …
+# volume_dir SERVER POOL NAME [PROJECT]: the directory of an instance's volume in the lab.
+volume_dir() { echo "$INCUS_LAB_DIR/$1/storage-pools/$2/containers/${4:-$PROJECT}_$3"; }
 launch() { # NAME [FLAGS…]: a running busybox container
     bi launch busybox "$@" -q 2>"$TMP/launch.err" || die "launching $1: $(cat "$TMP/launch.err")"
 }
@@ -443,7 +487,6 @@ if part failover; then
             incus storage show "$r:$pool" >/dev/null 2>&1 || die "case 8: there is no pool $pool on $r"
         done
     done
-    volume_dir() { echo "$INCUS_LAB_DIR/$1/storage-pools/$2/containers/${PROJECT}_$3"; } # SERVER POOL NAME
 
     # c8_setup NAME POOL: FAILBACK_MB MB of random data on POOL, replicated to the same pool,
     # promoted, then a file written in the standby copy.
@@ -538,6 +581,115 @@ if part failover; then
         log "warning: failed transfers left partial migrations in the lab's pools (not removed): $(echo "$MIGRATIONS_LEFT" | tr '\n' ' ')"
     fi
     FO_LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+fi
+
+# ---------------------------------------------------------------------------------------
+# the history part: section 9 (archive points)
+
+if part history; then
+    HI_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+    HI_LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+    HISTORY_POOLS=(default btrfs)
+    for pool in "${HISTORY_POOLS[@]}"; do
+        for r in local standby; do
+            incus storage show "$r:$pool" >/dev/null 2>&1 || die "case 9: there is no pool $pool on $r"
+        done
+    done
+    if incus project show "standby:$ARCHIVE_PROJECT" >/dev/null 2>&1; then ARCHIVE_EXISTED=yes; else ARCHIVE_EXISTED=no; fi
+
+    # c9_setup NAME POOL: HISTORY_MB MB of random data on POOL, stopped, snapshots s1 and s2,
+    # replicated to the standby's pool POOL; then, on the primary only, s1 deleted and s3 taken.
+    c9_setup() {
+        local name=$1 pool=$2
+        HISTORY_NAMES+=("$name")
+        drop_archives_of "$name" # left by an interrupted run
+        launch "$name" -s "$pool"
+        incus exec --project "$PROJECT" "$name" -- dd if=/dev/urandom of=/root/random bs=1M count="$HISTORY_MB" 2>/dev/null
+        incus exec --project "$PROJECT" "$name" -- sync
+        timeout 60 incus stop --project "$PROJECT" "$name" || bi stop --force "$name"
+        bi snapshot create "$name" s1
+        bi snapshot create "$name" s2
+        "$BIN/incus-push" --project "$PROJECT" --to standby --storage "$pool" "$name" >"$TMP/c9-setup.out"
+        expect_statuses "$TMP/c9-setup.out" 1 copied
+        [ -d "$(volume_dir standby "$pool" "$name")" ] || die "case 9: the replica of $name is not on the standby's pool $pool"
+        bi snapshot delete "$name" s1
+        bi snapshot create "$name" s3
+    }
+    # c9_push SIDE NAME [OPTIONS…]: the timed push (SIDE archive or plain).
+    c9_push() {
+        local side=$1 name=$2
+        shift 2
+        rss "history-$side" "$BIN/incus-push" --to standby --project "$PROJECT" "$@" "$name" >"$TMP/c9.out"
+    }
+    # c9_check SIDE NAME: the push refreshed the replica to s2 and s3, and kept s1 as an archive
+    # point (archive side) or none (plain side).
+    c9_check() {
+        local side=$1 name=$2 snaps archived
+        expect_statuses "$TMP/c9.out" 1 refreshed
+        snaps=$(incus query "standby:/1.0/instances/$name/snapshots?project=$PROJECT" | grep -o '/snapshots/[^"?]*' | sed 's|.*/||' | sort | tr '\n' ' ')
+        [ "$snaps" = "s2 s3 " ] || die "case 9 ($side): the replica of $name has snapshots $snaps, not s2 s3"
+        archived=$(archives_of "$name" | tr '\n' ' ')
+        if [ "$side" = archive ]; then
+            grep -q "\"archived\":\[\"$name--s1\"\]" "$TMP/c9.out" || die "case 9: the push record of $name does not list $name--s1 as archived: $(cat "$TMP/c9.out")"
+            [ "$archived" = "$name--s1 " ] || die "case 9: archive points of $name on the standby: '$archived', not $name--s1"
+            [ "$(incus query "standby:/1.0/instances/$name--s1/snapshots?project=$ARCHIVE_PROJECT" | grep -c /snapshots/ || true)" -eq 0 ] ||
+                die "case 9: the archive point $name--s1 has snapshots"
+        else
+            if grep -q '"archived"' "$TMP/c9.out"; then die "case 9: the plain push of $name archived something: $(cat "$TMP/c9.out")"; fi
+            [ -z "$archived" ] || die "case 9: the plain push of $name left archive points: $archived"
+        fi
+    }
+
+    for pool in "${HISTORY_POOLS[@]}"; do
+        key=c9-$pool
+        driver=$(incus storage show "standby:$pool" | sed -n 's/^driver: //p')
+        opts=(--archive-keep-last 5)
+        [ "$driver" = dir ] && opts+=(--archive-full-copies)
+        echo "${opts[*]}" >"$TMP/$key.opts"
+        for rep in $(seq "$REPS"); do
+            a=h-$pool-a-$rep p=h-$pool-p-$rep
+            log "case 9 (archive point, $HISTORY_MB MB on pool $pool), run $rep/$REPS: making $a and $p, replicated"
+            c9_setup "$a" "$pool"
+            c9_setup "$p" "$pool"
+            # The two sides alternate which goes first.
+            for side in $(if [ $((rep % 2)) -eq 1 ]; then echo archive plain; else echo plain archive; fi); do
+                if [ "$side" = archive ]; then
+                    timed "$key" archive c9_push archive "$a" "${opts[@]}"
+                    c9_check archive "$a"
+                else
+                    timed "$key" plain c9_push plain "$p"
+                    c9_check plain "$p"
+                fi
+            done
+            # The disk cost of the archive point, next to the replica's.
+            # (Looked for on every pool: Incus decides where the clone goes.)
+            arch=
+            for d in "$INCUS_LAB_DIR"/standby/storage-pools/*/containers/"${ARCHIVE_PROJECT}_$a--s1"; do
+                if [ -d "$d" ]; then arch=$d; break; fi
+            done
+            [ -n "$arch" ] || die "case 9: no volume $(volume_dir standby '*' "$a--s1" "$ARCHIVE_PROJECT") for the archive point $a--s1"
+            echo "$arch" >"$TMP/$key.path"
+            arch_pool=${arch#"$INCUS_LAB_DIR"/standby/storage-pools/}
+            echo "${arch_pool%%/*}" >>"$TMP/$key.archive-pool"
+            arch_driver=$(incus storage show "standby:${arch_pool%%/*}" | sed -n 's/^driver: //p')
+            du -sb "$(volume_dir standby "$pool" "$a")" | cut -f1 >>"$TMP/$key.replica-bytes"
+            du -sb "$arch" | cut -f1 >>"$TMP/$key.du"
+            if [ "$arch_driver" = btrfs ]; then
+                sync
+                # Total, exclusive and shared bytes of the archive point's subvolume.
+                if btrfs filesystem du -s --raw "$arch" >"$TMP/c9-btrfs.out" 2>"$TMP/c9-btrfs.err"; then
+                    awk 'NR == 2 { print $1, $2, $3 }' "$TMP/c9-btrfs.out" >>"$TMP/$key.btrfs"
+                else
+                    log "  btrfs filesystem du failed: $(head -c 300 "$TMP/c9-btrfs.err")"
+                fi
+            fi
+            log "  archive point $a--s1: $(tail -n 1 "$TMP/$key.du") bytes (du -sb)$([ -s "$TMP/$key.btrfs" ] && echo ", btrfs total/exclusive/shared: $(tail -n 1 "$TMP/$key.btrfs")")"
+            drop_archives_of "$a"
+            drop_named "$a"
+            drop_named "$p"
+        done
+    done
+    HI_LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 fi
 
 # ---------------------------------------------------------------------------------------
@@ -709,18 +861,112 @@ failover_report() {
     } >"$TMP/failover-summary.md"
 }
 
-# splice_failover FILE: FILE with its sections 7 and 8 and their summary rows replaced by this
-# run's (put before "## Summary" and at the end of its table).
-splice_failover() {
-    awk -v sections="$TMP/failover.md" -v rows="$TMP/failover-summary.md" '
+# human_bytes BYTES: "12 KiB" under 1 MiB, else "12.3 MB" (MiB, as elsewhere in this file).
+human_bytes() {
+    awk -v b="$1" 'BEGIN { if (b < 1048576) printf "%d KiB", b / 1024; else printf "%.1f MB", b / 1048576 }'
+}
+
+# Section 9 into $TMP/history.md, its summary rows into $TMP/history-summary.md.
+history_report() {
+    local pool key label wa wp extra excl total
+    {
+        echo "## 9. Standby history: the cost of one archive point"
+        echo
+        echo "Measured $HI_DATE, $REPS run(s) per measurement; load average (1, 5, 15 min) $HI_LOAD_START when section 9 started, $HI_LOAD_END when it ended."
+        echo
+        echo "Per run and pool, two instances made the same way, \`h-POOL-a-N\` and \`h-POOL-p-N\`: each holds $HISTORY_MB MB from /dev/urandom (\`dd\` inside it), created with \`incus launch busybox NAME -s POOL\` on the primary and stopped, with two snapshots \`s1\` and \`s2\`, replicated with \`incus-push --project $PROJECT --to standby --storage POOL\` (the replica on the standby's pool of the same name); then, on the primary, \`s1\` is deleted and \`s3\` taken (none of it timed)."
+        echo "Timed, the two sides alternating which goes first:"
+        echo
+        echo "- with an archive point: \`incus-push --to standby --project $PROJECT --archive-keep-last 5 [--archive-full-copies] h-POOL-a-N\` (\`--archive-full-copies\` on dir only, where incus-push refuses without it). Before the refresh drops the replica's \`s1\`, it clones that snapshot into the project \`$ARCHIVE_PROJECT\` on the standby (instance \`h-POOL-a-N--s1\`), then refreshes;"
+        echo "- plain: \`incus-push --to standby --project $PROJECT h-POOL-p-N\`: the refresh alone (it sends \`s3\` and drops \`s1\`)."
+        echo
+        echo "After every push the script checks that it reported \`refreshed\`, that the replica holds \`s2 s3\`, and that exactly one archive point (\`NAME--s1\`, without snapshots) exists for the first side and none for the second."
+        echo "The disk cost of the archive point is measured right after its push: \`du -sb\` of its volume directory on the standby (apparent size: every file counted in full), and on btrfs \`btrfs filesystem du -s --raw\` of its subvolume, whose *exclusive* bytes are what the archive point holds that nothing else on the pool shares (what deleting it would free)."
+        echo
+        echo '| Pool | Push | Wall time (median) | All runs (s) | Daemons CPU (median) | Client CPU (median) |'
+        echo '|---|---|---|---|---|---|'
+        for pool in "${HISTORY_POOLS[@]}"; do
+            key=$TMP/c9-$pool
+            label=$(pool_label "$pool")
+            printf '| %s | with an archive point (`%s`) | %s |\n' "$label" "$(cat "$key.opts")" "$(cells "$key.archive")"
+            printf '| %s | plain | %s |\n' "$label" "$(cells "$key.plain")"
+        done
+        echo
+        echo '| Pool | Replica (`du -sb`, without its snapshots) | Archive point: `du -sb` | Archive point: btrfs total / exclusive / shared | Archive point on pool | Extra wall time of the push (medians) |'
+        echo '|---|---|---|---|---|---|'
+        for pool in "${HISTORY_POOLS[@]}"; do
+            key=$TMP/c9-$pool
+            wa=$(median "$key.archive" 1) wp=$(median "$key.plain" 1)
+            extra=$(awk -v a="$wa" -v p="$wp" 'BEGIN { printf "%+.3f s (%.2fx the plain push)", a - p, (p > 0 ? a / p : 0) }')
+            if [ -s "$key.btrfs" ]; then
+                excl="$(human_bytes "$(median "$key.btrfs" 1)") / **$(human_bytes "$(median "$key.btrfs" 2)")** / $(human_bytes "$(median "$key.btrfs" 3)") (exclusive in all runs: $(awk '{ printf "%s%d", sep, $2; sep = ", " }' "$key.btrfs") bytes)"
+            else
+                excl="—"
+            fi
+            printf '| %s | %s | %s (all runs: %s bytes) | %s | `%s` | %s |\n' "$(pool_label "$pool")" \
+                "$(human_bytes "$(median "$key.replica-bytes" 1)")" "$(human_bytes "$(median "$key.du" 1)")" "$(all_values "$key.du" 1)" \
+                "$excl" "$(sort -u "$key.archive-pool" | tr '\n' ' ' | sed 's/ $//; s/ /`, `/g')" "$extra"
+        done
+        echo
+        echo "Peak RSS of incus-push: $(mb "$(max_rss history-archive)") MB with the archive options, $(mb "$(max_rss history-plain)") MB without."
+        echo
+        for pool in "${HISTORY_POOLS[@]}"; do
+            key=$TMP/c9-$pool
+            label=$(pool_label "$pool")
+            wa=$(median "$key.archive" 1) wp=$(median "$key.plain" 1)
+            if [ -s "$key.btrfs" ]; then
+                awk -v l="$label" -v a="$wa" -v p="$wp" -v t="$(median "$key.btrfs" 1)" -v e="$(median "$key.btrfs" 2)" -v mbs="$HISTORY_MB" 'BEGIN {
+                    printf "On %s the archive point is a copy-on-write clone (a btrfs snapshot of the replica'"'"'s snapshot subvolume): it adds %.3f s to the push (%.3f s against %.3f s), and of the %.1f MB it shows, %s are its own", l, a - p, a, p, t / 1048576, (e < 1048576 ? sprintf("%d KiB", e / 1024) : sprintf("%.1f MB", e / 1048576))
+                    printf " (the rest is shared with the replica and its snapshots, which hold the same %d MB): near zero on disk until the instance'"'"'s data changes.\n", mbs
+                }'
+            else
+                awk -v l="$label" -v a="$wa" -v p="$wp" -v d="$(median "$key.du" 1)" -v r="$(median "$key.replica-bytes" 1)" 'BEGIN {
+                    printf "On %s the archive point is a full copy of the snapshot: it adds %.3f s to the push (%.3f s against %.3f s, %.2fx) and %.1f MB on the standby'"'"'s disk, %.0f %% of the replica'"'"'s own %.1f MB; each archive point kept costs that much again, which is why incus-push asks for `--archive-full-copies` there.\n", l, a - p, a, p, (p > 0 ? a / p : 0), d / 1048576, (r > 0 ? 100 * d / r : 0), r / 1048576
+                }'
+            fi
+        done
+        echo
+    } >"$TMP/history.md"
+    {
+        for pool in "${HISTORY_POOLS[@]}"; do
+            key=$TMP/c9-$pool
+            wa=$(median "$key.archive" 1) wp=$(median "$key.plain" 1)
+            if [ -s "$key.btrfs" ]; then
+                excl="$(human_bytes "$(median "$key.btrfs" 2)") exclusive on disk (btrfs)"
+            else
+                excl="$(human_bytes "$(median "$key.du" 1)") on disk (\`du -sb\`)"
+            fi
+            echo "| 9. one archive point, $HISTORY_MB MB, $(pool_label "$pool") | push $(fmt_s "$wa") against $(fmt_s "$wp") without ($(awk -v a="$wa" -v p="$wp" 'BEGIN { printf "%+.3f s", a - p }')); $excl | — | — |"
+        done
+    } >"$TMP/history-summary.md"
+}
+
+# splice FILE LO HI SECTIONS ROWS: FILE with its sections LO to HI ("## N. …") and their summary
+# rows ("| N. …") replaced by the files SECTIONS and ROWS: put where the old ones were, or else
+# before the first later section (or "## Summary") and the first later row (or at the end of the
+# table).
+splice() {
+    awk -v lo="$2" -v hi="$3" -v sections="$4" -v rows="$5" '
         function put(f,   l) { while ((getline l < f) > 0) print l; close(f) }
-        /^## [78]\. / { skip = 1; next }
-        /^## / { skip = 0 }
+        function num(s,   m) {
+            if (!match(s, /^(## |\| )[0-9]+\. /)) return -1
+            m = substr(s, RSTART, RLENGTH); gsub(/[^0-9]/, "", m); return m + 0
+        }
+        /^## / {
+            n = num($0)
+            if (n >= lo && n <= hi) { skip = 1; next }
+            skip = 0
+            if (!placed && (n > hi || $0 == "## Summary")) { put(sections); placed = 1 }
+            if ($0 == "## Summary") summary = 1
+        }
         skip { next }
-        /^## Summary$/ { put(sections); summary = 1 }
-        summary && /^\| [78]\. / { next }
+        summary && /^\|/ {
+            table = 1
+            n = num($0)
+            if (n >= lo && n <= hi) next
+            if (!done && n > hi) { put(rows); done = 1 }
+        }
         summary && table && !/^\|/ && !done { put(rows); done = 1 }
-        summary && /^\|/ { table = 1 }
         { print }
         END { if (summary && !done) put(rows) }
     ' "$1"
@@ -729,27 +975,34 @@ splice_failover() {
 if part failover; then
     failover_report
 fi
-if [ "$ONLY" = failover ]; then
+if part history; then
+    history_report
+fi
+if [ -n "$ONLY" ]; then
+    case "$ONLY" in
+        failover) lo=7 hi=8 what="sections 7 and 8" ;;
+        history) lo=9 hi=9 what="section 9" ;;
+    esac
     mkdir -p "$(dirname "$OUT")"
     if [ -e "$OUT" ]; then
-        grep -q '^## Summary$' "$OUT" || die "$OUT has no \"## Summary\" section to put sections 7 and 8 before"
-        splice_failover "$OUT" >"$OUT.tmp"
+        grep -q '^## Summary$' "$OUT" || die "$OUT has no \"## Summary\" section to put $what before"
+        splice "$OUT" "$lo" "$hi" "$TMP/$ONLY.md" "$TMP/$ONLY-summary.md" >"$OUT.tmp"
     else
         {
             echo "# Benchmarks"
             echo
-            echo "Only the failover part (\`scripts/bench.sh --only failover\`); the other sections come from a run without \`--only\`."
+            echo "Only the $ONLY part (\`scripts/bench.sh --only $ONLY\`); the other sections come from a run without \`--only\`."
             echo
-            cat "$TMP/failover.md"
+            cat "$TMP/$ONLY.md"
             echo "## Summary"
             echo
             echo "| Case | Result | Target | Met |"
             echo "|---|---|---|---|"
-            cat "$TMP/failover-summary.md"
+            cat "$TMP/$ONLY-summary.md"
         } >"$OUT.tmp"
     fi
     mv "$OUT.tmp" "$OUT"
-    log "wrote sections 7 and 8 into $OUT"
+    log "wrote $what into $OUT"
     exit 0
 fi
 
@@ -870,6 +1123,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "**$C6_MS ms** (target < 10 ms): $(met "$C6_MS" '<=' 9.999)."
     echo
     cat "$TMP/failover.md"
+    cat "$TMP/history.md"
     echo "## Summary"
     echo
     echo "| Case | Result | Target | Met |"
@@ -881,6 +1135,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "| 5. incus-push peak RSS | $RSS_MB MB | < 30 MB | $(met "$RSS_MB" '<=' 29.999) |"
     echo "| 6. policy, $POLICY_COUNT snapshots | $C6_MS ms | < 10 ms | $(met "$C6_MS" '<=' 9.999) |"
     cat "$TMP/failover-summary.md"
+    cat "$TMP/history-summary.md"
 } >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 log "wrote $OUT"

@@ -206,9 +206,11 @@ impl Failback<'_> {
                 self.check_restored(&snapshot)?;
                 Ok(snapshot)
             };
+            let _ = was_running;
             let snapshot = match finish() {
                 Ok(snapshot) => snapshot,
-                Err(e) if was_running && !self.steps.dry_run => {
+                // Whoever stopped it (this run or a cut one), the promoted copy serves again.
+                Err(e) if !self.steps.dry_run => {
                     let restarted =
                         instances::change_state(&self.standby, &name, "start", 0, false);
                     return Err(match restarted {
@@ -395,8 +397,18 @@ impl Failback<'_> {
     fn final_snapshot(&self) -> Result<String, String> {
         let name = self.name();
         let list = snapshots::list(&self.standby, name).map_err(|e| e.to_string())?;
-        if let Some(newest) = list.last()
+        // Reused only when taken by a run of this failback: after the promotion (an older
+        // `failback-` snapshot would bring back old data).
+        let (copy, _) = instances::get(&self.standby, name).map_err(|e| e.to_string())?;
+        let promoted_at = copy
+            .config
+            .get(PROMOTED_KEY)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        if let (Some(newest), Some(promoted_at)) = (list.last(), promoted_at)
             && newest.name.starts_with(FINAL_PREFIX)
+            && newest.created_at.timestamp() >= promoted_at.timestamp()
         {
             return Ok(newest.name.clone());
         }

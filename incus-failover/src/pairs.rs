@@ -150,8 +150,15 @@ pub fn resolve(args: &PairArgs, output: &Output) -> Result<Pairs> {
                         let replicas =
                             instances::list(&standby.in_project(&replica_project), false)
                                 .map_err(|e| anyhow::anyhow!("listing the replicas: {e}"))?;
+                        // Only this primary's own replicas under their own names: not the
+                        // ones moved aside (`--replace`, `--at`), nor another primary's.
+                        let pinned = connections
+                            .remotes()
+                            .server_cert_path(&remote)
+                            .and_then(|path| std::fs::read(path).ok())
+                            .and_then(|pem| incus_core::client::tls::pem_fingerprint(&pem));
                         for replica in replicas {
-                            if replica.config.contains_key(SOURCE_KEY) {
+                            if is_replica_of(&replica, &project, pinned.as_deref()) {
                                 add(pair(args, remote.clone(), project.clone(), replica.name));
                             }
                         }
@@ -172,6 +179,34 @@ pub fn resolve(args: &PairArgs, output: &Output) -> Result<Pairs> {
     })
 }
 
+/// True when `replica` is a replica (made by incus-push) of the instance of the same name in
+/// `project` on the primary whose certificate fingerprint is `pinned` (when known): its
+/// marker is `FINGERPRINT12/PROJECT/NAME`, and it was not moved aside.
+pub fn is_replica_of(
+    replica: &incus_core::api::instances::Instance,
+    project: &str,
+    pinned: Option<&str>,
+) -> bool {
+    let Some(marker) = replica.config.get(SOURCE_KEY) else {
+        return false;
+    };
+    if replica
+        .config
+        .contains_key(incus_core::replication::REPLACED_KEY)
+    {
+        return false;
+    }
+    let mut parts = marker.splitn(3, '/');
+    let (Some(fingerprint), Some(source_project), Some(name)) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    source_project == project
+        && name == replica.name
+        && pinned.is_none_or(|p| p.starts_with(fingerprint))
+}
+
 fn pair(args: &PairArgs, remote: String, project: String, instance: String) -> Pair {
     let replica_project = args
         .target_project
@@ -184,5 +219,68 @@ fn pair(args: &PairArgs, remote: String, project: String, instance: String) -> P
             instance,
         },
         replica_project,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use incus_core::api::instances::Instance;
+
+    fn replica(name: &str, marker: &str, replaced: bool) -> Instance {
+        let mut config =
+            std::collections::BTreeMap::from([(SOURCE_KEY.to_string(), marker.to_string())]);
+        if replaced {
+            config.insert(
+                incus_core::replication::REPLACED_KEY.to_string(),
+                "x".to_string(),
+            );
+        }
+        Instance {
+            name: name.into(),
+            config,
+            ..Instance::default()
+        }
+    }
+
+    #[test]
+    fn only_this_primarys_own_replicas_stand_for_its_instances() {
+        let fp = "0123456789abcdef";
+        assert!(is_replica_of(
+            &replica("web", "0123456789ab/default/web", false),
+            "default",
+            Some(fp)
+        ));
+        // Moved aside by --replace, or renamed: not the instance's replica.
+        assert!(!is_replica_of(
+            &replica(
+                "web-replaced-20261130-120000",
+                "0123456789ab/default/web",
+                true
+            ),
+            "default",
+            Some(fp)
+        ));
+        assert!(!is_replica_of(
+            &replica("web-old", "0123456789ab/default/web", false),
+            "default",
+            Some(fp)
+        ));
+        // Another primary's, or another project's.
+        assert!(!is_replica_of(
+            &replica("web", "ffffffffffff/default/web", false),
+            "default",
+            Some(fp)
+        ));
+        assert!(!is_replica_of(
+            &replica("web", "0123456789ab/other/web", false),
+            "default",
+            Some(fp)
+        ));
+        assert!(is_replica_of(
+            &replica("web", "ffffffffffff/default/web", false),
+            "default",
+            None
+        ));
     }
 }

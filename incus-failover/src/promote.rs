@@ -27,11 +27,11 @@ use incus_core::client::Client;
 use incus_core::interrupt;
 use incus_core::record::{FencedRecord, InstanceRef, Output, PromotedRecord, Record, StepRecord};
 use incus_core::replication::plan::{Point, moved_aside_name};
-use incus_core::replication::{ARCHIVE_OF_KEY, ARCHIVE_TIME_KEY, archive_point};
+use incus_core::replication::{ARCHIVE_TIME_KEY, archive_point};
 use incus_core::replication::{
     AUTOSTART_BEFORE_KEY, AUTOSTART_UNSET as UNSET, FENCED_KEY, LeaseGuard, Options, PROMOTED_KEY,
-    RESTORED_KEY, Replicator, SOURCE_KEY, SOURCE_SETTINGS_KEY, SYNCED_KEY, address,
-    inert_overrides,
+    RESTORED_KEY, Replicator, SOURCE_KEY, SOURCE_SETTINGS_KEY, SOURCE_UUID_KEY, SYNCED_KEY,
+    address, inert_overrides,
 };
 use incus_core::select::Selected;
 
@@ -129,9 +129,19 @@ pub fn promote(args: &PromoteArgs, output: &Output) -> Result<()> {
             let client = pairs.connections.client(remote, None)?;
             match client.server() {
                 Ok(_) => {
-                    return Err(usage(format!(
-                        "--emergency refused: the primary {remote} answers; promote without --emergency (it fences the primary copy and loses nothing)"
-                    )));
+                    // It answers: only instances it no longer has may be promoted so.
+                    for pair in pairs.pairs.iter().filter(|p| p.of.remote == remote) {
+                        let primary = pairs.primary(pair)?;
+                        match instances::get(&primary, &pair.of.instance) {
+                            Err(e) if e.is_not_found() => {}
+                            _ => {
+                                return Err(usage(format!(
+                                    "--emergency refused: the primary {remote} answers and has {}; promote without --emergency (it fences the primary copy and loses nothing)",
+                                    pair.of.instance
+                                )));
+                            }
+                        }
+                    }
                 }
                 Err(incus_core::Error::Unreachable { .. }) => {}
                 Err(e) => {
@@ -154,7 +164,18 @@ pub fn promote(args: &PromoteArgs, output: &Output) -> Result<()> {
         replace: false,
         dry_run: args.dry_run,
         allow_fenced: true,
-        archive: None,
+        // The final sync drops the replica snapshots the primary pruned since the last push:
+        // a standby that keeps its own history (it has archive points) keeps them all.
+        archive: Some(incus_core::replication::ArchiveOptions {
+            project: args.pairs.archive_project.clone(),
+            rules: incus_core::policy::Rules {
+                last: Some(u32::MAX),
+                ..incus_core::policy::Rules::default()
+            },
+            within: None,
+            allow_full_copies: true,
+            only_if_present: true,
+        }),
         lease_holder: incus_core::replication::lease::holder("incus-failover"),
         break_lease: args.emergency || args.break_lease,
     };
@@ -201,6 +222,7 @@ pub fn promote(args: &PromoteArgs, output: &Output) -> Result<()> {
     });
     if emergencies.into_inner() > 0 && !args.dry_run {
         let mut remotes: Vec<&str> = pairs.pairs.iter().map(|p| p.of.remote.as_str()).collect();
+        remotes.sort_unstable();
         remotes.dedup();
         for remote in remotes {
             output.note(&format!(
@@ -312,6 +334,11 @@ impl Promotion<'_> {
         if !promoted_before && !resuming {
             self.check_ready(pair, &replica)?;
         }
+        // --at is resolved before the primary is fenced: a wrong point changes nothing.
+        let chosen = match (&self.args.at, promoted_before) {
+            (Some(at), false) => Some(self.find_point(pair, &standby, &replica, at)?),
+            _ => None,
+        };
         if interrupt::requested() {
             return Err("interrupted before anything was changed".into());
         }
@@ -327,10 +354,10 @@ impl Promotion<'_> {
         let mut went_back = None;
         let snapshot = if promoted_before {
             replica.config.get(RESTORED_KEY).cloned()
-        } else if let Some(at) = &self.args.at {
-            let point = self.go_back(pair, &standby, &replica, at)?;
+        } else if let Some(point) = &chosen {
+            self.apply_point(pair, &standby, &replica, point)?;
             went_back = Some(point.created_at);
-            Some(point.snapshot)
+            Some(point.snapshot.clone())
         } else {
             let snapshot = self.final_snapshot(pair, &primary, &instance)?;
             self.sync(pair, &primary, &snapshot)?;
@@ -358,10 +385,9 @@ impl Promotion<'_> {
         Ok(record)
     }
 
-    /// `--at`: the replica becomes the chosen point of its history. A replica snapshot: the
-    /// replica is restored to it. An archive point: the replica is moved aside (renamed,
-    /// kept) and the archive is cloned in its place.
-    fn go_back(
+    /// `--at`: the point of the replica's history it names (its snapshots and archive
+    /// points), found before anything changes.
+    fn find_point(
         &self,
         pair: &Pair,
         standby: &Client,
@@ -380,15 +406,14 @@ impl Promotion<'_> {
                 archive: None,
             })
             .collect();
-        let archives: Vec<Instance> = match instances::list(&archive_client, false) {
-            Ok(list) => list
-                .into_iter()
-                .filter(|i| i.config.get(SOURCE_KEY) == Some(&marker) && !marker.is_empty())
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        points.extend(archives.iter().filter_map(archive_point));
-        let point = choose_point(&points, at).ok_or_else(|| {
+        if let Ok(list) = instances::list(&archive_client, false) {
+            points.extend(
+                list.iter()
+                    .filter(|i| !marker.is_empty() && i.config.get(SOURCE_KEY) == Some(&marker))
+                    .filter_map(archive_point),
+            );
+        }
+        choose_point(&points, at).ok_or_else(|| {
             format!(
                 "no point of {}:{name}'s history matches \"{at}\" (its snapshots and archive points: {}); nothing was changed",
                 self.standby_name(),
@@ -398,80 +423,103 @@ impl Promotion<'_> {
                     .collect::<Vec<_>>()
                     .join(", ")
             )
-        })?;
-        match &point.archive {
-            None => {
-                self.steps.report(
-                    &pair.of,
-                    "restore",
-                    format!(
-                        "restore {}:{name} to {} ({})",
-                        self.standby_name(),
-                        point.snapshot,
-                        rfc3339(point.created_at)
-                    ),
-                );
-                if !self.steps.dry_run {
-                    snapshots::restore(standby, name, &point.snapshot)
-                        .map_err(|e| format!("restoring the replica to {}: {e}", point.snapshot))?;
-                    // The restore brought the snapshot's own configuration: mark it ours again.
-                    let mut keep = BTreeMap::new();
-                    for key in [SOURCE_KEY, SOURCE_SETTINGS_KEY] {
-                        if let Some(value) = replica.config.get(key) {
-                            keep.insert(key.to_string(), value.clone());
-                        }
-                    }
-                    keep.insert(RESTORED_KEY.to_string(), point.snapshot.clone());
-                    instances::patch_config(standby, name, &keep, None)
-                        .map_err(|e| format!("marking the restored replica: {e}"))?;
-                }
+        })
+    }
+
+    /// `--at`: the replica becomes `point`. A replica snapshot: the replica is restored to it
+    /// (its markers kept). An archive point: it is cloned under a temporary name, then the
+    /// replica is renamed aside (kept) and the clone takes its name.
+    fn apply_point(
+        &self,
+        pair: &Pair,
+        standby: &Client,
+        replica: &Instance,
+        point: &Point,
+    ) -> Result<(), String> {
+        let name = &pair.of.instance;
+        let Some(archive) = &point.archive else {
+            self.steps.report(
+                &pair.of,
+                "restore",
+                format!(
+                    "restore {}:{name} to {} ({})",
+                    self.standby_name(),
+                    point.snapshot,
+                    rfc3339(point.created_at)
+                ),
+            );
+            if !self.steps.dry_run {
+                restore_keeping_markers(standby, name, &point.snapshot, replica)?;
             }
-            Some(archive) => {
-                if replica.config.contains_key(ARCHIVE_OF_KEY)
-                    && replica.config.get(ARCHIVE_TIME_KEY).map(String::as_str)
-                        == Some(rfc3339(point.created_at).as_str())
-                {
-                    return Ok(point); // cloned by an earlier run
-                }
-                let aside = moved_aside_name(name, Utc::now());
-                self.steps.report(
-                    &pair.of,
-                    "archive",
-                    format!(
-                        "move {}:{name} aside to {aside} (kept) and clone archive point {archive} ({}) in its place",
-                        self.standby_name(),
-                        rfc3339(point.created_at)
-                    ),
-                );
-                if !self.steps.dry_run {
-                    let (source, _) = instances::get(&archive_client, archive)
-                        .map_err(|e| format!("reading archive point {archive}: {e}"))?;
-                    instances::rename(standby, name, &aside)
-                        .map_err(|e| format!("moving the replica aside to {aside}: {e}"))?;
-                    let mut config: BTreeMap<String, String> = source
-                        .config
-                        .iter()
-                        .filter(|(key, _)| key.starts_with("volatile.") && key.ends_with(".hwaddr"))
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
-                    for key in [SOURCE_KEY, SOURCE_SETTINGS_KEY] {
-                        if let Some(value) = replica.config.get(key) {
-                            config.insert(key.to_string(), value.clone());
-                        }
-                    }
-                    config.insert(RESTORED_KEY.to_string(), point.snapshot.clone());
-                    instances::copy_instance(
-                        standby,
-                        &self.args.pairs.archive_project,
-                        archive,
-                        name,
-                        &config,
-                    )
-                    .map_err(|e| format!("cloning archive point {archive}: {e}"))?;
-                }
-            }
+            return Ok(());
+        };
+        if replica.config.get(ARCHIVE_TIME_KEY).map(String::as_str)
+            == Some(rfc3339(point.created_at).as_str())
+        {
+            return Ok(()); // cloned in place by an earlier run
         }
-        Ok(point)
+        let temporary: String = format!("{name}-at-point").chars().take(63).collect();
+        let aside = moved_aside_name(name, Utc::now());
+        self.steps.report(
+            &pair.of,
+            "archive",
+            format!(
+                "clone archive point {archive} ({}) as {}:{name}; the replica is kept as {aside}",
+                rfc3339(point.created_at),
+                self.standby_name()
+            ),
+        );
+        if self.steps.dry_run {
+            return Ok(());
+        }
+        let archive_client = standby.in_project(&self.args.pairs.archive_project);
+        let exists = |n: &str| instances::get(standby, n).is_ok();
+        if !exists(&temporary) {
+            let (source, _) = instances::get(&archive_client, archive)
+                .map_err(|e| format!("reading archive point {archive}: {e}"))?;
+            let mut config: BTreeMap<String, String> = source
+                .config
+                .iter()
+                .filter(|(key, _)| key.starts_with("volatile.") && key.ends_with(".hwaddr"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            for key in [SOURCE_KEY, SOURCE_SETTINGS_KEY, SOURCE_UUID_KEY, SYNCED_KEY] {
+                if let Some(value) = replica.config.get(key) {
+                    config.insert(key.to_string(), value.clone());
+                }
+            }
+            for (key, value) in inert_overrides() {
+                if let Some(value) = value {
+                    config.insert(key, value);
+                }
+            }
+            config.insert(RESTORED_KEY.to_string(), point.snapshot.clone());
+            instances::copy_instance(
+                standby,
+                &self.args.pairs.archive_project,
+                archive,
+                &temporary,
+                &config,
+            )
+            .map_err(|e| {
+                format!("cloning archive point {archive}: {e}; the replica is unchanged")
+            })?;
+        }
+        instances::rename(standby, name, &aside).map_err(|e| {
+            format!("moving the replica aside to {aside}: {e}; the clone waits as {temporary}")
+        })?;
+        let marked = BTreeMap::from([(
+            incus_core::replication::REPLACED_KEY.to_string(),
+            format!(
+                "{} replaced by --at {}",
+                rfc3339(Utc::now()),
+                point.snapshot
+            ),
+        )]);
+        let _ = instances::patch_config(standby, &aside, &marked, None);
+        instances::rename(standby, &temporary, name).map_err(|e| {
+            format!("renaming the clone {temporary} to {name}: {e}; the replica is kept as {aside}")
+        })
     }
 
     /// The replica's lease for the whole promotion (none in a dry run).
@@ -646,7 +694,8 @@ impl Promotion<'_> {
                 return Err("the replica holds no snapshot; nothing was changed".into());
             };
             if let Some(at) = &self.args.at {
-                let point = self.go_back(pair, &standby, &replica, at)?;
+                let point = self.find_point(pair, &standby, &replica, at)?;
+                self.apply_point(pair, &standby, &replica, &point)?;
                 record.snapshot = Some(point.snapshot.clone());
                 record.data_loss_since = Some(point.created_at);
                 record.data_loss_seconds = None;
@@ -657,8 +706,7 @@ impl Promotion<'_> {
                     format!("restore {}:{name} to {}", self.standby_name(), newest.name),
                 );
                 if !self.steps.dry_run {
-                    snapshots::restore(&standby, name, &newest.name)
-                        .map_err(|e| format!("restoring the replica to {}: {e}", newest.name))?;
+                    restore_keeping_markers(&standby, name, &newest.name, &replica)?;
                 }
             }
         }
@@ -667,6 +715,31 @@ impl Promotion<'_> {
         start_replica(&self.steps, pair, &standby, self.standby_name())?;
         Ok(record)
     }
+}
+
+/// Restores the replica to a snapshot and writes back what makes it ours (the restore
+/// replaces the whole configuration): a run cut after the restore still finds a finished
+/// replica of ours, with the source's own settings.
+fn restore_keeping_markers(
+    standby: &Client,
+    name: &str,
+    snapshot: &str,
+    replica: &Instance,
+) -> Result<(), String> {
+    snapshots::restore(standby, name, snapshot)
+        .map_err(|e| format!("restoring the replica to {snapshot}: {e}"))?;
+    let mut keep: BTreeMap<String, String> = inert_overrides()
+        .into_iter()
+        .filter_map(|(key, value)| value.map(|v| (key, v)))
+        .collect();
+    for key in [SOURCE_KEY, SOURCE_SETTINGS_KEY, SOURCE_UUID_KEY, SYNCED_KEY] {
+        if let Some(value) = replica.config.get(key) {
+            keep.insert(key.to_string(), value.clone());
+        }
+    }
+    keep.insert(RESTORED_KEY.to_string(), snapshot.to_string());
+    instances::patch_config(standby, name, &keep, None)
+        .map_err(|e| format!("marking the restored replica: {e}"))
 }
 
 fn read_replica(standby: &Client, standby_name: &str, name: &str) -> Result<Instance, String> {

@@ -422,7 +422,10 @@ pub fn check(args: &CheckArgs) -> ExitCode {
     }
     let (mut state, mut lines) = verdict(&records, max, warn);
     if output.error_count() > 0 {
-        state = state.max(Nagios::Unknown);
+        // An instance that cannot be read is UNKNOWN, but never hides a CRITICAL.
+        if state != Nagios::Critical {
+            state = Nagios::Unknown;
+        }
         lines.push(format!(
             "{} instance(s) could not be read",
             output.error_count()

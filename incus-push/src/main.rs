@@ -115,6 +115,7 @@ impl Args {
             rules,
             within,
             allow_full_copies: self.archive_full_copies,
+            only_if_present: false,
         }))
     }
 

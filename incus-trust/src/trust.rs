@@ -124,10 +124,21 @@ pub fn token(args: &TokenArgs, output: &Output) -> Result<()> {
     let client = connect(&remotes, &remote)?;
     let pending = certificates::pending_tokens(&client)
         .map_err(|e| anyhow!("listing the pending tokens on {remote}: {e}"))?;
-    let found = pending
-        .into_iter()
-        .filter(|p| p.client_name == name)
-        .find_map(|p| p.token);
+    let now = chrono::Utc::now();
+    let mut wanted = args.projects.clone();
+    wanted.sort();
+    let mut found = None;
+    for p in pending.into_iter().filter(|p| p.client_name == name) {
+        let expired = p.expires_at.is_some_and(|t| t <= now);
+        let mut projects = p.projects.clone();
+        projects.sort();
+        if expired {
+            // Useless, and it would be handed out again: revoke it.
+            let _ = certificates::revoke_token(&client, &p.operation_id);
+        } else if projects == wanted && found.is_none() {
+            found = p.token;
+        }
+    }
     let (token, reused) = match found {
         Some(token) => (token, true),
         None => (

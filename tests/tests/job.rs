@@ -44,13 +44,13 @@ fn the_job_replicates_and_reports_a_failed_stage_in_its_exit_status_and_log() {
     );
     assert_eq!(snapshots_of(&format!("standby:{}", c.name), None).len(), 1);
 
-    // A typo in the standby's name: push fails; the job says so and exits non-zero, and
+    // A typo in the standby's name: the job says which stage failed and exits non-zero, and
     // prune (downstream) deletes nothing.
     let before = c.snapshots().len();
     let out = job("stanby", &c.name, true);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
-        out.stderr.contains("<3>incus-push: FAILED (exit 2"),
+        out.stderr.contains(": FAILED (exit 2") && out.stderr.contains("stanby"),
         "{}",
         out.stderr
     );

@@ -184,6 +184,10 @@ struct TokenMetadata {
 struct TokenRequest {
     #[serde(default)]
     name: String,
+    #[serde(default)]
+    restricted: bool,
+    #[serde(default, deserialize_with = "nullable")]
+    projects: Vec<String>,
 }
 
 /// Makes a trust token for a new client called `name` (`incus config trust add NAME`):
@@ -275,6 +279,8 @@ pub struct PendingToken {
     pub client_name: String,
     /// When it stops working (`None`: never). Expired tokens stay listed until revoked.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The projects the certificate will be restricted to (empty: unrestricted).
+    pub projects: Vec<String>,
 }
 
 /// The server's pending trust tokens (`incus config trust list-tokens`): running operations
@@ -299,6 +305,11 @@ pub fn pending_tokens(client: &Client) -> Result<Vec<PendingToken>> {
             client_name: meta
                 .as_ref()
                 .map(|m| m.request.name.clone())
+                .unwrap_or_default(),
+            projects: meta
+                .as_ref()
+                .filter(|m| m.request.restricted)
+                .map(|m| m.request.projects.clone())
                 .unwrap_or_default(),
             expires_at: meta.and_then(|m| m.expires_at),
             operation_id: op.id,

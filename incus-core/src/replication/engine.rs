@@ -96,6 +96,9 @@ pub struct ArchiveOptions {
     pub within: Option<crate::duration::ExpiryDuration>,
     /// Archive points on a `dir` pool are full copies: only with this.
     pub allow_full_copies: bool,
+    /// Only for a source that has archive points already (a promotion's final sync keeps the
+    /// history of a standby that keeps one, without knowing its policy).
+    pub only_if_present: bool,
 }
 
 /// The default archive project.
@@ -385,15 +388,19 @@ impl<'a> Replicator<'a> {
                     .cloned()
                     .collect();
                 let archives = self.archives(archive, &marker)?;
-                let decided = archive_plan(
-                    &source_ids,
-                    &dropping,
-                    &archives,
-                    &archive.rules,
-                    archive.within.as_ref(),
-                    chrono::Utc::now(),
-                );
-                Some((archive, decided, listed.clone()))
+                if archive.only_if_present && archives.is_empty() {
+                    None
+                } else {
+                    let decided = archive_plan(
+                        &source_ids,
+                        &dropping,
+                        &archives,
+                        &archive.rules,
+                        archive.within.as_ref(),
+                        chrono::Utc::now(),
+                    );
+                    Some((archive, decided, listed.clone()))
+                }
             }
             _ => None,
         };
@@ -407,9 +414,13 @@ impl<'a> Replicator<'a> {
                     .collect()
             })
             .unwrap_or_default();
-        let record = |plan: &Plan, dry_run: bool, aside: Option<String>, deleted: Vec<String>| {
+        let record = |plan: &Plan,
+                      dry_run: bool,
+                      aside: Option<String>,
+                      archived: Vec<String>,
+                      deleted: Vec<String>| {
             let mut r = record(plan, dry_run, aside);
-            r.archived = archived_names.clone();
+            r.archived = archived;
             r.archives_deleted = deleted;
             r
         };
@@ -418,12 +429,13 @@ impl<'a> Replicator<'a> {
                 .as_ref()
                 .map(|(_, d, _)| d.delete.clone())
                 .unwrap_or_default();
-            return Ok(record(&plan, true, aside_name, deleted));
+            return Ok(record(&plan, true, aside_name, archived_names, deleted));
         }
+        let mut archived = Vec::new();
         if let (Some((archive, decided, listed)), Some(found)) = (&archiving, &replica)
             && !decided.archive.is_empty()
         {
-            self.make_archives(
+            archived = self.make_archives(
                 archive,
                 &target,
                 found,
@@ -522,14 +534,14 @@ impl<'a> Replicator<'a> {
             for old in &decided.delete {
                 instances::delete(&client, old).map_err(|e| {
                     format!(
-                        "the replica is current, but deleting the archive point {}:{old} (project {}) that the policy no longer keeps failed: {e}; the next run tries again",
+                        "the replica is current, but deleting the archive point {}:{old} (project {}) that the policy no longer keeps failed: {e}; the next refresh tries again (or delete it by hand)",
                         args.to, archive.project
                     )
                 })?;
                 deleted.push(old.clone());
             }
         }
-        Ok(record(&plan, false, aside_name, deleted))
+        Ok(record(&plan, false, aside_name, archived, deleted))
     }
 
     /// The archive points of one source on the standby (none when the archive project does
@@ -562,8 +574,9 @@ impl<'a> Replicator<'a> {
         which: &[SnapshotId],
         marker: &str,
         source_uuid: Option<&str>,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<String>, String> {
         let to = &self.options.to;
+        let mut made = Vec::new();
         let name = &replica.name;
         if let Some(pool) = replica.root_pool() {
             let driver = crate::api::projects::pool_driver(target, pool)
@@ -611,7 +624,23 @@ impl<'a> Replicator<'a> {
                     .created_at
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             );
-            let archive_instance = archive_name(name, &snapshot.name);
+            // Another source's archive (same instance name in another project, or a name cut
+            // to 63 characters) may hold the readable name: then a suffix tells them apart.
+            let mut archive_instance = archive_name(name, &snapshot.name);
+            if instances::get(&client, &archive_instance).is_ok() {
+                use sha2::Digest;
+                let digest = sha2::Sha256::digest(
+                    format!(
+                        "{marker}/{}@{}",
+                        snapshot.name,
+                        snapshot.created_at.timestamp()
+                    )
+                    .as_bytes(),
+                );
+                let suffix: String = digest.iter().take(3).map(|b| format!("{b:02x}")).collect();
+                let base: String = archive_instance.chars().take(56).collect();
+                archive_instance = format!("{}-{suffix}", base.trim_end_matches('-'));
+            }
             instances::copy_snapshot(
                 &client,
                 target.project(),
@@ -626,9 +655,10 @@ impl<'a> Replicator<'a> {
                     snapshot.name, archive.project
                 )
             })?;
+            made.push(archive_instance);
             fail::fail_point!("push::after-archive", injected);
         }
-        Ok(())
+        Ok(made)
     }
 
     /// A bar counting the instances done, under the transfers' bars (hidden off a terminal).
