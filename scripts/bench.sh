@@ -913,15 +913,24 @@ history_report() {
         for pool in "${HISTORY_POOLS[@]}"; do
             key=$TMP/c9-$pool
             label=$(pool_label "$pool")
-            wa=$(median "$key.archive" 1) wp=$(median "$key.plain" 1)
+            # The time: the difference of the medians, and whether the runs' ranges overlap.
+            awk -v l="$label" -v a="$(median "$key.archive" 1)" -v p="$(median "$key.plain" 1)" \
+                -v la="$(sort -g "$key.archive" | head -n 1 | cut -d' ' -f1)" -v ha="$(sort -g "$key.archive" | tail -n 1 | cut -d' ' -f1)" \
+                -v lp="$(sort -g "$key.plain" | head -n 1 | cut -d' ' -f1)" -v hp="$(sort -g "$key.plain" | tail -n 1 | cut -d' ' -f1)" \
+                -v n="$REPS" 'BEGIN {
+                printf "On %s the push with an archive point took %.3f s against %.3f s for the plain push (medians, %+.3f s)", l, a, p, a - p
+                if (n < 2) printf "; one run each, too few to tell the difference from noise"
+                else if (la <= hp && lp <= ha) printf "; the runs overlap (%.3f–%.3f s against %.3f–%.3f s): the difference is within the run-to-run noise of this machine", la, ha, lp, hp
+                else printf "; the runs do not overlap (%.3f–%.3f s against %.3f–%.3f s)", la, ha, lp, hp
+                printf ". "
+            }'
             if [ -s "$key.btrfs" ]; then
-                awk -v l="$label" -v a="$wa" -v p="$wp" -v t="$(median "$key.btrfs" 1)" -v e="$(median "$key.btrfs" 2)" -v mbs="$HISTORY_MB" 'BEGIN {
-                    printf "On %s the archive point is a copy-on-write clone (a btrfs snapshot of the replica'"'"'s snapshot subvolume): it adds %.3f s to the push (%.3f s against %.3f s), and of the %.1f MB it shows, %s are its own", l, a - p, a, p, t / 1048576, (e < 1048576 ? sprintf("%d KiB", e / 1024) : sprintf("%.1f MB", e / 1048576))
-                    printf " (the rest is shared with the replica and its snapshots, which hold the same %d MB): near zero on disk until the instance'"'"'s data changes.\n", mbs
+                awk -v t="$(median "$key.btrfs" 1)" -v e="$(median "$key.btrfs" 2)" -v mbs="$HISTORY_MB" 'BEGIN {
+                    printf "The archive point is a copy-on-write clone (a btrfs snapshot of the replica'"'"'s snapshot subvolume): of the %.1f MB it shows, %s are its own, the rest is shared with the replica and its snapshots, which hold the same %d MB; it costs next to nothing on disk until the instance'"'"'s data changes (then the replica'"'"'s new blocks are the cost, the archive point keeps the old ones).\n", t / 1048576, (e < 1048576 ? sprintf("%d KiB", e / 1024) : sprintf("%.1f MB", e / 1048576)), mbs
                 }'
             else
-                awk -v l="$label" -v a="$wa" -v p="$wp" -v d="$(median "$key.du" 1)" -v r="$(median "$key.replica-bytes" 1)" 'BEGIN {
-                    printf "On %s the archive point is a full copy of the snapshot: it adds %.3f s to the push (%.3f s against %.3f s, %.2fx) and %.1f MB on the standby'"'"'s disk, %.0f %% of the replica'"'"'s own %.1f MB; each archive point kept costs that much again, which is why incus-push asks for `--archive-full-copies` there.\n", l, a - p, a, p, (p > 0 ? a / p : 0), d / 1048576, (r > 0 ? 100 * d / r : 0), r / 1048576
+                awk -v d="$(median "$key.du" 1)" -v r="$(median "$key.replica-bytes" 1)" 'BEGIN {
+                    printf "The archive point is a full copy of the snapshot: %.1f MB on the standby'"'"'s disk, %.0f %% of the replica'"'"'s own %.1f MB; every archive point kept costs that much again, which is why incus-push asks for `--archive-full-copies` there.\n", d / 1048576, (r > 0 ? 100 * d / r : 0), r / 1048576
                 }'
             fi
         done

@@ -201,7 +201,9 @@ impl Failback<'_> {
             // start it again, and say so.
             let finish = || -> Result<String, String> {
                 let snapshot = self.final_snapshot()?;
-                fail::fail_point!("failback::before-final-sync", |arg| Err(injected(arg)));
+                fail::fail_point!("failback::before-final-sync", |arg| Err(
+                    incus_core::replication::injected_error(arg)
+                ));
                 self.sync("final-sync")?;
                 self.check_restored(&snapshot)?;
                 Ok(snapshot)
@@ -323,7 +325,9 @@ impl Failback<'_> {
             .map_err(|e| format!("marking the old primary copy: {e}"))?;
         instances::rename(self.primary, name, &aside)
             .map_err(|e| format!("renaming the old primary copy to {aside}: {e}"))?;
-        fail::fail_point!("failback::after-aside", |arg| Err(injected(arg)));
+        fail::fail_point!("failback::after-aside", |arg| Err(
+            incus_core::replication::injected_error(arg)
+        ));
         Ok(aside)
     }
 
@@ -366,7 +370,9 @@ impl Failback<'_> {
                 address(&self.pair.of)
             ),
         );
-        fail::fail_point!("failback::after-sync", |arg| Err(injected(arg)));
+        fail::fail_point!("failback::after-sync", |arg| Err(
+            incus_core::replication::injected_error(arg)
+        ));
         Ok(())
     }
 
@@ -385,11 +391,8 @@ impl Failback<'_> {
         if self.steps.dry_run {
             return Ok(true);
         }
-        let seconds = i64::try_from(self.stop_timeout).unwrap_or(i64::MAX).max(1);
-        if instances::change_state(&self.standby, name, "stop", seconds, false).is_err() {
-            instances::change_state(&self.standby, name, "stop", 0, true)
-                .map_err(|e| format!("stopping {}:{name}: {e}", self.standby_name))?;
-        }
+        instances::stop_clean_then_force(&self.standby, name, self.stop_timeout)
+            .map_err(|e| format!("stopping {}:{name}: {e}", self.standby_name))?;
         Ok(true)
     }
 
@@ -487,7 +490,9 @@ impl Failback<'_> {
         changes.insert(PROMOTED_KEY.into(), String::new());
         instances::patch_config(&self.standby, name, &changes, None)
             .map_err(|e| format!("making {}:{name} a replica again: {e}", self.standby_name))?;
-        fail::fail_point!("failback::after-re-replica", |arg| Err(injected(arg)));
+        fail::fail_point!("failback::after-re-replica", |arg| Err(
+            incus_core::replication::injected_error(arg)
+        ));
         Ok(())
     }
 
@@ -578,14 +583,6 @@ fn aside_name(name: &str, at: chrono::DateTime<Utc>) -> String {
     let room = 63usize.saturating_sub(suffix.len());
     let base: String = name.chars().take(room).collect();
     format!("{}{suffix}", base.trim_end_matches('-'))
-}
-
-#[allow(dead_code)]
-fn injected(arg: Option<String>) -> String {
-    if arg.as_deref() == Some("abort") {
-        std::process::abort();
-    }
-    format!("injected failure ({})", arg.unwrap_or_default())
 }
 
 #[cfg(test)]

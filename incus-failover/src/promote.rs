@@ -796,7 +796,9 @@ fn fence_primary(
     ]);
     instances::patch_config(primary, &of.instance, &changes, etag)
         .map_err(|e| format!("fencing {}: {e}; nothing else was changed", address(of)))?;
-    fail::fail_point!("failover::after-fence", |arg| Err(injected(arg)));
+    fail::fail_point!("failover::after-fence", |arg| Err(
+        incus_core::replication::injected_error(arg)
+    ));
     Ok(before)
 }
 
@@ -824,20 +826,18 @@ fn stop_primary(
     if steps.dry_run {
         return Ok(true);
     }
-    let seconds = i64::try_from(timeout).unwrap_or(i64::MAX).max(1);
-    if let Err(clean) = instances::change_state(primary, name, "stop", seconds, false) {
-        let (instance, _) = instances::get(primary, name).map_err(|e| e.to_string())?;
-        if instance.is_running() {
-            steps.report(
-                of,
-                "force-stop",
-                format!("the clean stop failed ({}); forcing it", clean.message()),
-            );
-            instances::change_state(primary, name, "stop", 0, true)
-                .map_err(|e| format!("stopping {}: {e}", address(of)))?;
-        }
+    let forced = instances::stop_clean_then_force(primary, name, timeout)
+        .map_err(|e| format!("stopping {}: {e}", address(of)))?;
+    if let Some(clean) = forced {
+        steps.report(
+            of,
+            "force-stop",
+            format!("the clean stop failed ({}); it was forced", clean.message()),
+        );
     }
-    fail::fail_point!("failover::after-stop", |arg| Err(injected(arg)));
+    fail::fail_point!("failover::after-stop", |arg| Err(
+        incus_core::replication::injected_error(arg)
+    ));
     Ok(true)
 }
 
@@ -914,7 +914,9 @@ fn give_identity(
     }
     instances::patch_config(standby, name, &changes, None)
         .map_err(|e| format!("writing the promoted replica's configuration: {e}"))?;
-    fail::fail_point!("failover::after-identity", |arg| Err(injected(arg)));
+    fail::fail_point!("failover::after-identity", |arg| Err(
+        incus_core::replication::injected_error(arg)
+    ));
     Ok(())
 }
 
@@ -1023,16 +1025,6 @@ fn fence_one(
         stopped,
         dry_run: steps.dry_run,
     })
-}
-
-/// A failure injected by a test (`FAILPOINTS=failover::after-stop=return(abort)`): `abort`
-/// ends the process at once, as `kill -9` would.
-#[allow(dead_code)]
-fn injected(arg: Option<String>) -> String {
-    if arg.as_deref() == Some("abort") {
-        std::process::abort();
-    }
-    format!("injected failure ({})", arg.unwrap_or_default())
 }
 
 #[cfg(test)]

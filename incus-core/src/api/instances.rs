@@ -206,6 +206,28 @@ pub fn rename(client: &Client, name: &str, new_name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Stops an instance cleanly within `timeout` seconds, then by force: on a clean stop that
+/// times out Incus leaves the instance running. Returns the clean stop's error when force was
+/// needed.
+pub fn stop_clean_then_force(
+    client: &Client,
+    name: &str,
+    timeout: u64,
+) -> Result<Option<crate::Error>> {
+    let seconds = i64::try_from(timeout).unwrap_or(i64::MAX).max(1);
+    match change_state(client, name, "stop", seconds, false) {
+        Ok(()) => Ok(None),
+        Err(clean) => {
+            if get(client, name)?.0.is_running() {
+                change_state(client, name, "stop", 0, true)?;
+                Ok(Some(clean))
+            } else {
+                Ok(None)
+            }
+        }
+    }
+}
+
 /// Deletes a (stopped) instance and its snapshots.
 pub fn delete(client: &Client, name: &str) -> Result<()> {
     client.execute(

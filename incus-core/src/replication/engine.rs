@@ -1043,8 +1043,11 @@ fn injected<T>(arg: Option<String>) -> Result<T, String> {
     Err(injected_error(arg))
 }
 
+/// The failure a test injects with a failpoint's `return(ARG)`: `abort` ends the process at
+/// once, as `kill -9` would (no cleanup at all); anything else is an error message. Shared by
+/// every tool's failpoints.
 #[allow(dead_code)]
-fn injected_error(arg: Option<String>) -> String {
+pub fn injected_error(arg: Option<String>) -> String {
     if arg.as_deref() == Some("abort") {
         std::process::abort();
     }
