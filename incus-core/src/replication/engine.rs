@@ -957,24 +957,50 @@ pub struct LeaseGuard {
     pub value: String,
     /// Held already by an outer step of this run, which releases it.
     renewed: bool,
+    /// Stops the renewing thread (dropped with the guard).
+    stop: Option<std::sync::mpsc::Sender<()>>,
 }
 
+/// How long a lease lasts without renewal, and how often its holder renews it: a killed
+/// holder blocks others for at most [`LEASE_TTL_MINUTES`], a long transfer keeps its lease.
+pub const LEASE_TTL_MINUTES: i64 = 30;
+const LEASE_RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
 impl LeaseGuard {
-    /// Takes the lease on a replica for two hours (see [`lease::acquire`]).
+    /// Takes the lease on a replica (see [`lease::acquire`]) and renews it every ten minutes
+    /// for as long as the guard lives.
     pub fn take(client: &Client, name: &str, holder: &str, force: bool) -> Result<Self, String> {
-        let taken = lease::acquire(client, name, holder, chrono::Duration::hours(2), force)?;
+        let ttl = chrono::Duration::minutes(LEASE_TTL_MINUTES);
+        let taken = lease::acquire(client, name, holder, ttl, force)?;
+        let stop = if taken.renewed {
+            None
+        } else {
+            let (stop, stopped) = std::sync::mpsc::channel::<()>();
+            let (client, name, holder) = (client.clone(), name.to_string(), holder.to_string());
+            std::thread::spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(LEASE_RENEW_EVERY)
+                {
+                    // A renewal that fails (the server away a moment) is tried again later.
+                    let _ = lease::acquire(&client, &name, &holder, ttl, false);
+                }
+            });
+            Some(stop)
+        };
         Ok(LeaseGuard {
             client: client.clone(),
             name: name.to_string(),
             holder: holder.to_string(),
             value: taken.value,
             renewed: taken.renewed,
+            stop,
         })
     }
 }
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
+        drop(self.stop.take());
         if !self.renewed {
             lease::release(&self.client, &self.name, &self.holder);
         }
