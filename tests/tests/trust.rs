@@ -310,3 +310,123 @@ fn a_remote_added_by_fingerprint_and_a_changed_certificate_found_by_check() {
     assert_eq!(record["certificate_ok"], false, "{record}");
     assert!(out.first_error().contains(&fp), "{}", out.stderr);
 }
+
+/// A third Incus daemon, started for one test under the lab directory (so that
+/// `scripts/lab.sh down` would also stop it), listening on 127.0.0.1; stopped when dropped.
+struct ThirdDaemon {
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+    port: u16,
+}
+
+impl ThirdDaemon {
+    fn start() -> ThirdDaemon {
+        let dir = lab().dir.join(incus_standby_tests::unique("third"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let log = std::fs::File::create(dir.join("daemon.out")).expect("log");
+        let incusd = [
+            "/usr/libexec/incus/incusd",
+            "/usr/lib/incus/incusd",
+            "/usr/bin/incusd",
+            "/usr/sbin/incusd",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("incusd");
+        let child = std::process::Command::new("setsid")
+            .arg(incusd)
+            .args(["--group", "root", "--logfile"])
+            .arg(dir.join("incusd.log"))
+            .env("INCUS_DIR", &dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start incusd");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let daemon = ThirdDaemon { dir, child, port };
+        daemon
+            .incus(&["admin", "waitready", "--timeout", "120"])
+            .assert_success();
+        daemon
+            .incus(&[
+                "config",
+                "set",
+                "core.https_address",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .assert_success();
+        daemon
+    }
+
+    /// The incus CLI against this daemon's socket, with an empty configuration.
+    fn incus(&self, args: &[&str]) -> Output {
+        incus_standby_tests::Cmd::new("incus")
+            .env("INCUS_DIR", &self.dir)
+            .env("INCUS_CONF", self.dir.join("cli-conf"))
+            .args(args)
+            .run()
+    }
+}
+
+impl Drop for ThirdDaemon {
+    fn drop(&mut self) {
+        let _ = self.incus(&["admin", "shutdown", "--timeout", "20"]);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Its mounts (shmounts, guestapi…) under its directory, then the directory.
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&self.dir.display().to_string()))
+            .collect();
+        points.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for point in points {
+            let _ = std::process::Command::new("umount")
+                .args(["-l", point])
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// On a server the lab never saw: a fresh configuration reaches it in two commands (token on
+/// its side, add on ours), and both the stock CLI and our tools use the result.
+#[test]
+fn a_third_server_is_reached_from_a_fresh_configuration_in_two_commands() {
+    let third = ThirdDaemon::start();
+    // On the server's side: its own socket ("local" with its INCUS_DIR).
+    let token = tool("incus-trust")
+        .env("INCUS_DIR", &third.dir)
+        .env("INCUS_CONF", third.dir.join("cli-conf"))
+        .args(["token", "local:newcomer"])
+        .run();
+    token.assert_success();
+    let record = token.records_of("token")[0].clone();
+    assert_eq!(
+        record["addresses"],
+        serde_json::json!([format!("127.0.0.1:{}", third.port)])
+    );
+    let conf = tempfile::tempdir().expect("tempdir");
+    let out = add_in(
+        conf.path(),
+        "third",
+        record["token"].as_str().unwrap_or_default(),
+    );
+    out.assert_success();
+    let listed = incus_standby_tests::Cmd::new("incus")
+        .env("INCUS_CONF", conf.path())
+        .args(["list", "third:", "-f", "csv"])
+        .run();
+    listed.assert_success();
+    let check = tool("incus-trust")
+        .env("INCUS_CONF", conf.path())
+        .args(["check", "third"])
+        .run();
+    check.assert_success();
+    assert_eq!(check.records_of("check")[0]["trusted"], true);
+}
