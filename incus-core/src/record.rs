@@ -630,7 +630,12 @@ pub struct Output {
     upstream: Mutex<Upstream>,
     /// Stdout was closed by its reader: nothing more is written.
     closed: AtomicBool,
+    /// Runs each write (progress bars on the same terminal hide themselves around it).
+    around_write: Mutex<Option<AroundWrite>>,
 }
+
+/// A wrapper run around each line written (see [`Output::set_around_write`]).
+pub type AroundWrite = std::sync::Arc<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
 
 impl Output {
     /// Writes to stdout; `format: None` picks text on a terminal, JSON otherwise.
@@ -652,6 +657,7 @@ impl Output {
             errors: AtomicUsize::new(0),
             upstream: Mutex::new(Upstream::default()),
             closed: AtomicBool::new(false),
+            around_write: Mutex::new(None),
         }
     }
 
@@ -782,10 +788,11 @@ impl Output {
     /// JSON, writes its error record (on a terminal the stderr line is enough).
     fn report(&self, subject: Option<String>, record: ErrorRecord) {
         self.errors.fetch_add(1, Ordering::SeqCst);
-        match subject {
-            Some(subject) => eprintln!("{}: error: {subject}: {}", self.tool, record.message),
-            None => eprintln!("{}: error: {}", self.tool, record.message),
-        }
+        let line = match subject {
+            Some(subject) => format!("{}: error: {subject}: {}", self.tool, record.message),
+            None => format!("{}: error: {}", self.tool, record.message),
+        };
+        self.around(&mut || eprintln!("{line}"));
         if self.format == Format::Json {
             self.emit(&Record::Error(record));
         }
@@ -793,10 +800,31 @@ impl Output {
 
     /// A note for the person at the terminal (stderr), never part of the stream.
     pub fn note(&self, message: &str) {
-        eprintln!("{}: {message}", self.tool);
+        self.around(&mut || eprintln!("{}: {message}", self.tool));
+    }
+
+    /// Runs `f` through the wrapper set by [`Output::set_around_write`], if any.
+    fn around(&self, f: &mut dyn FnMut()) {
+        let wrapper = self.around_write.lock().ok().and_then(|w| w.clone());
+        match wrapper {
+            Some(wrapper) => wrapper(f),
+            None => f(),
+        }
+    }
+
+    /// Runs every later write through `wrapper`: progress bars drawn on the terminal use it to
+    /// clear themselves around each line, so that records and bars do not mix.
+    pub fn set_around_write(&self, wrapper: AroundWrite) {
+        if let Ok(mut slot) = self.around_write.lock() {
+            *slot = Some(wrapper);
+        }
     }
 
     fn write_line(&self, raw: &str, fields: &Map<String, Value>) {
+        self.around(&mut || self.write_line_now(raw, fields));
+    }
+
+    fn write_line_now(&self, raw: &str, fields: &Map<String, Value>) {
         let line = match self.format {
             Format::Json => raw.to_string(),
             Format::Text => text_line(fields),

@@ -43,6 +43,7 @@ pub fn run(args: &Args, output: &Output) -> Result<()> {
             return Ok(());
         }
     };
+    output.set_around_write(replicator.without_bars());
     let total = replicator.total_bar(selection.instances.len() as u64);
     incus_core::parallel::map(&selection.instances, args.jobs, |selected| {
         let result = replicator.replicate(selected);

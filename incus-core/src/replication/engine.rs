@@ -661,6 +661,12 @@ impl<'a> Replicator<'a> {
         Ok(made)
     }
 
+    /// Runs `f` with the progress bars cleared from the terminal (for lines written meanwhile).
+    pub fn without_bars(&self) -> crate::record::AroundWrite {
+        let bars = self.bars.clone();
+        std::sync::Arc::new(move |f: &mut dyn FnMut()| bars.suspend(f))
+    }
+
     /// A bar counting the instances done, under the transfers' bars (hidden off a terminal).
     pub fn total_bar(&self, instances: u64) -> indicatif::ProgressBar {
         let bar = self.bars.add(indicatif::ProgressBar::new(instances));
