@@ -158,6 +158,12 @@ pub fn run(
         }
     };
     let pipeline = output.finish(own);
+    if std::env::var_os("INCUS_STANDBY_STATS").is_some_and(|v| v == "1") {
+        eprintln!(
+            "{tool}: stats: {} API requests",
+            crate::client::API_CALLS.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
     if output.is_closed() && own != Outcome::Failed {
         // Only the end record was lost: the reader still did not get the whole stream.
         eprintln!("{tool}: stdout was closed before the end record");

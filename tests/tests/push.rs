@@ -508,3 +508,43 @@ fn pushing_to_the_source_server_itself_is_refused() {
     assert!(message.contains("same server"), "{message}");
     assert_eq!(c.snapshots(), ["s1"]);
 }
+
+/// Nothing new costs a constant number of requests (issue 12): the instance listings and
+/// the storage pools' volume listings of both servers, however many instances.
+#[test]
+fn an_up_to_date_run_makes_the_same_few_requests_for_two_or_six_instances() {
+    let instances: Vec<Instance> = (0..6)
+        .map(|i| {
+            let c = Instance::create("local", &unique(&format!("push-calls{i}")));
+            c.snapshot("s1");
+            c
+        })
+        .collect();
+    let names: Vec<&str> = instances.iter().map(|c| c.name.as_str()).collect();
+    push(&names).assert_success();
+    let requests = |names: &[&str]| {
+        let out = tool("incus-push")
+            .env("INCUS_STANDBY_STATS", "1")
+            .args(["--to", "standby"])
+            .args(names)
+            .run();
+        out.assert_success();
+        assert!(
+            out.records_of("push")
+                .iter()
+                .all(|r| r["status"] == "up-to-date"),
+            "{}",
+            out.stdout
+        );
+        out.stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("incus-push: stats: "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("no stats line: {}", out.stderr))
+    };
+    let six = requests(&names);
+    let two = requests(&names[..2]);
+    assert_eq!(six, two, "the requests grow with the instances");
+    assert!(six <= 12, "{six} requests");
+}

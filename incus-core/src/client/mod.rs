@@ -154,6 +154,9 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// Requests sent by this process (`INCUS_STANDBY_STATS=1` prints it when a tool ends).
+pub static API_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 impl Client {
     /// Connects (lazily: nothing is sent yet) to a remote of the CLI configuration, in the
     /// remote's configured project.
@@ -418,6 +421,7 @@ impl Client {
 
     /// Sends a request and returns Incus's reply; error envelopes become [`Error::Api`].
     pub fn send(&self, request: &Request) -> Result<Reply> {
+        API_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let url = self.url_of(request);
         let mut builder = self.http.request(request.method.clone(), &url);
         if let Some(body) = &request.body {

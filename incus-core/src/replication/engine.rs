@@ -85,6 +85,8 @@ pub struct Options {
     pub allow_fenced: bool,
 }
 
+type PooledSnapshots = std::sync::Arc<crate::api::projects::SnapshotsByInstance>;
+
 /// The standby's retention for archive points.
 #[derive(Debug, Clone)]
 pub struct ArchiveOptions {
@@ -137,6 +139,9 @@ pub struct Replicator<'a> {
     /// The standby's instances per project, listed once (`None`: the
     /// listing failed; every instance then reads its replica itself).
     replicas: Mutex<BTreeMap<String, Option<BTreeMap<String, Instance>>>>,
+    /// The snapshots the storage pools list, per remote and project, read once (`None`: the
+    /// listing failed; the fast path is then skipped).
+    pooled: Mutex<BTreeMap<(String, String), Option<PooledSnapshots>>>,
     /// Profile names per standby project, listed once.
     profiles: Mutex<BTreeMap<String, BTreeSet<String>>>,
     /// Progress bars on a terminal (hidden otherwise): one per transfer under way, and the
@@ -159,6 +164,7 @@ impl<'a> Replicator<'a> {
             standby_fingerprint,
             profiles: Mutex::new(BTreeMap::new()),
             replicas: Mutex::new(BTreeMap::new()),
+            pooled: Mutex::new(BTreeMap::new()),
             bars: if std::io::stderr().is_terminal() {
                 indicatif::MultiProgress::new()
             } else {
@@ -212,13 +218,11 @@ impl<'a> Replicator<'a> {
         }
         let source_uuid = instance.config.get(UUID_KEY).cloned();
         let settings = source_settings(&instance.config);
-        let source_snapshots = snapshots::list(source, name).map_err(|e| e.to_string())?;
         let ids = |list: &[snapshots::Snapshot]| {
             list.iter()
                 .map(|s| SnapshotId::new(&s.name, s.created_at))
                 .collect::<Vec<_>>()
         };
-        let source_ids = ids(&source_snapshots);
         let record = |plan: &Plan, dry_run: bool, moved_aside: Option<String>| PushRecord {
             of: selected.of.clone(),
             target_remote: args.to.clone(),
@@ -232,8 +236,9 @@ impl<'a> Replicator<'a> {
             archives_deleted: Vec::new(),
             dry_run,
         };
-        // Fast path: the standby's listing (one call for all replicas) and the replica's
-        // snapshots show it current.
+        // Fast path, a constant number of requests per run: the standby's instance listing
+        // and both sides' storage pool listings (which hold every snapshot) show the replica
+        // current. Anything else reads the authoritative lists below.
         if let Some(listed) = self.listed_replica(&target, name)
             && !listed.is_running()
             && listed.config.get(SOURCE_KEY) == Some(&marker)
@@ -241,19 +246,17 @@ impl<'a> Replicator<'a> {
             && listed.config.get(SOURCE_SETTINGS_KEY) == Some(&settings)
             && !listed.config.contains_key(PROMOTED_KEY)
             && listed.config.contains_key(SYNCED_KEY)
-            && let Ok(listed_snapshots) = snapshots::list(&target, name)
+            && let Some(source_pooled) = self.pooled_snapshots(source, name)
+            && let Some(replica_pooled) = self.pooled_snapshots(&target, name)
         {
             let restored = listed.config.get(RESTORED_KEY).map(String::as_str);
-            let quick = plan(
-                &source_ids,
-                Some(&ids(&listed_snapshots)),
-                restored,
-                args.live,
-            );
+            let quick = plan(&source_pooled, Some(&replica_pooled), restored, args.live);
             if quick == Plan::UpToDate {
                 return Ok(record(&quick, args.dry_run, None));
             }
         }
+        let source_snapshots = snapshots::list(source, name).map_err(|e| e.to_string())?;
+        let source_ids = ids(&source_snapshots);
         let lock_name =
             lock::lock_name(&[prefix(&self.standby_fingerprint), &target_project, name]);
         let _lock = match lock::try_lock(&lock::lock_dir(), &lock_name)? {
@@ -675,6 +678,24 @@ impl<'a> Replicator<'a> {
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar
+    }
+
+    /// One instance's snapshots as its project's storage pools list them (read once per
+    /// remote and project).
+    fn pooled_snapshots(&self, client: &Client, name: &str) -> Option<Vec<SnapshotId>> {
+        let key = (client.remote().to_string(), client.project().to_string());
+        let mut cache = self.pooled.lock().ok()?;
+        let listing = cache.entry(key).or_insert_with(|| {
+            crate::api::projects::snapshots_by_instance(client)
+                .ok()
+                .map(std::sync::Arc::new)
+        });
+        let list = listing.as_ref()?.get(name)?;
+        Some(
+            list.iter()
+                .map(|(snapshot, at)| SnapshotId::new(snapshot, *at))
+                .collect(),
+        )
     }
 
     /// The replica as the standby's one-call listing shows it.
