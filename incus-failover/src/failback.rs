@@ -98,6 +98,7 @@ pub fn failback(args: &FailbackArgs, output: &Output) -> Result<()> {
             replace: false,
             dry_run: args.dry_run,
             allow_fenced: false,
+            listings_once: false,
             archive: None,
             lease_holder: incus_core::replication::lease::holder("incus-failover"),
             break_lease: false,

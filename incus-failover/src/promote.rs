@@ -164,6 +164,7 @@ pub fn promote(args: &PromoteArgs, output: &Output) -> Result<()> {
         replace: false,
         dry_run: args.dry_run,
         allow_fenced: true,
+        listings_once: false,
         // The final sync drops the replica snapshots the primary pruned since the last push:
         // a standby that keeps its own history (it has archive points) keeps them all.
         archive: Some(incus_core::replication::ArchiveOptions {

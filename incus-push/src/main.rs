@@ -135,6 +135,7 @@ impl Args {
             lease_holder: incus_core::replication::lease::holder("incus-push"),
             break_lease: false,
             archive: self.archive()?,
+            listings_once: true,
         })
     }
 }

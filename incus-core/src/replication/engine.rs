@@ -77,6 +77,10 @@ pub struct Options {
     pub lease_holder: String,
     /// Break another holder's unexpired lease.
     pub break_lease: bool,
+    /// Decide "up to date" from listings read once per run (a constant number of requests):
+    /// right for a push, wrong for a run that takes snapshots between two syncs of the same
+    /// instance (a promotion's or a failback's final snapshot would be missed).
+    pub listings_once: bool,
     /// The standby's own history: keep replica snapshots a refresh would drop as archive
     /// points, by these rules (`None`: the replica mirrors its source).
     pub archive: Option<ArchiveOptions>,
@@ -246,6 +250,7 @@ impl<'a> Replicator<'a> {
             && listed.config.get(SOURCE_SETTINGS_KEY) == Some(&settings)
             && !listed.config.contains_key(PROMOTED_KEY)
             && listed.config.contains_key(SYNCED_KEY)
+            && args.listings_once
             && let Some(source_pooled) = self.pooled_snapshots(source, name)
             && let Some(replica_pooled) = self.pooled_snapshots(&target, name)
         {
