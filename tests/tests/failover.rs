@@ -627,3 +627,27 @@ fn a_failing_failback_leaves_the_service_running_and_btrfs_is_refused() {
         "the old primary copy was moved although nothing could be done"
     );
 }
+
+/// Several instances in one run (and two at a time): each gets its own final snapshot and
+/// loses nothing.
+#[test]
+fn several_instances_are_promoted_in_one_run() {
+    let _serial = serial();
+    let a = replicated("fo-many-a");
+    let b = replicated("fo-many-b");
+    a.exec("echo newest-a > /root/data");
+    b.exec("echo newest-b > /root/data");
+    let out = failover(&[
+        "promote",
+        "--standby",
+        "standby",
+        "--jobs",
+        "2",
+        &a.name,
+        &b.name,
+    ]);
+    out.assert_success();
+    assert_eq!(out.records_of("promoted").len(), 2, "{}", out.stdout);
+    assert_promoted(&a.name, "newest-a");
+    assert_promoted(&b.name, "newest-b");
+}
