@@ -46,6 +46,8 @@ fn the_job_replicates_and_reports_a_failed_stage_in_its_exit_status_and_log() {
 
     // A typo in the standby's name: the job says which stage failed and exits non-zero, and
     // prune (downstream) deletes nothing.
+    // incus-snap names snapshots by the second: let the next one get a new name.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let before = c.snapshots().len();
     let out = job("stanby", &c.name, true);
     assert_eq!(out.code, 2, "{out:?}");
