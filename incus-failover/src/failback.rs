@@ -513,18 +513,7 @@ impl Failback<'_> {
         if !copy.config.contains_key(SOURCE_KEY) {
             return Ok(());
         }
-        let settings: BTreeMap<String, String> = copy
-            .config
-            .get(SOURCE_SETTINGS_KEY)
-            .and_then(|json| serde_json::from_str(json).ok())
-            .unwrap_or_default();
-        let mut changes: BTreeMap<String, String> = inert_overrides()
-            .into_keys()
-            .map(|key| {
-                let value = settings.get(&key).cloned().unwrap_or_default();
-                (key, value)
-            })
-            .collect();
+        let mut changes = incus_core::replication::own_settings(&copy.config);
         for key in [
             SOURCE_KEY,
             SOURCE_UUID_KEY,

@@ -856,18 +856,7 @@ fn give_identity(
     if replica.config.contains_key(PROMOTED_KEY) {
         return Ok(());
     }
-    let settings: BTreeMap<String, String> = replica
-        .config
-        .get(SOURCE_SETTINGS_KEY)
-        .and_then(|json| serde_json::from_str(json).ok())
-        .unwrap_or_default();
-    let mut changes: BTreeMap<String, String> = inert_overrides()
-        .into_keys()
-        .map(|key| {
-            let value = settings.get(&key).cloned().unwrap_or_default();
-            (key, value)
-        })
-        .collect();
+    let mut changes = incus_core::replication::own_settings(&replica.config);
     if let Some(before) = autostart_before {
         changes.insert(
             "boot.autostart".into(),

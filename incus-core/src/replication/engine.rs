@@ -1082,6 +1082,23 @@ pub fn source_settings(config: &BTreeMap<String, String>) -> String {
     serde_json::to_string(&kept).unwrap_or_else(|_| "{}".to_string())
 }
 
+/// The config changes that give a replica its source's own settings back in place of the
+/// inert ones (from `user.incus-standby.source-settings`; a key the source did not set is
+/// removed): what a promoted or failed-back instance runs with.
+pub fn own_settings(config: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let settings: BTreeMap<String, String> = config
+        .get(SOURCE_SETTINGS_KEY)
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default();
+    inert_overrides()
+        .into_keys()
+        .map(|key| {
+            let value = settings.get(&key).cloned().unwrap_or_default();
+            (key, value)
+        })
+        .collect()
+}
+
 /// True when two configurations hold the same settings, volatile keys and the lease (taken
 /// after the restore by the run that resumes) aside.
 fn same_settings(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> bool {
@@ -1148,6 +1165,18 @@ mod tests {
             ),
         ]);
         assert_eq!(source_settings(&unset), "{}");
+    }
+
+    #[test]
+    fn own_settings_give_back_what_the_source_had_and_unset_the_rest() {
+        let config = BTreeMap::from([(
+            SOURCE_SETTINGS_KEY.to_string(),
+            r#"{"boot.autostart":"true"}"#.to_string(),
+        )]);
+        let changes = own_settings(&config);
+        assert_eq!(changes["boot.autostart"], "true");
+        assert_eq!(changes["snapshots.schedule"], "");
+        assert_eq!(changes["snapshots.schedule.stopped"], "");
     }
 
     #[test]

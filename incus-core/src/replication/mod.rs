@@ -11,5 +11,5 @@ pub use engine::{
     ARCHIVE_OF_KEY, ARCHIVE_PROJECT, ARCHIVE_TIME_KEY, AUTOSTART_BEFORE_KEY, AUTOSTART_UNSET,
     ArchiveOptions, FENCED_KEY, LeaseGuard, Options, PROMOTED_KEY, REPLACED_KEY, RESTORED_KEY,
     Replicator, SOURCE_KEY, SOURCE_SETTINGS_KEY, SOURCE_UUID_KEY, SYNCED_KEY, UUID_KEY, address,
-    archive_point, inert_overrides, injected_error, source_settings,
+    archive_point, inert_overrides, injected_error, own_settings, source_settings,
 };
