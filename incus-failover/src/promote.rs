@@ -495,7 +495,7 @@ impl Promotion<'_> {
                 }
             }
             config.insert(RESTORED_KEY.to_string(), point.snapshot.clone());
-            instances::copy_instance(
+            instances::copy_local(
                 standby,
                 &self.args.pairs.archive_project,
                 archive,

@@ -104,6 +104,26 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// The pid of a lab daemon (`"primary"` or `"standby"`), from its `lab.pid`.
+    pub fn daemon_pid(&self, daemon: &str) -> String {
+        let pid_file = self.dir.join(daemon).join("lab.pid");
+        std::fs::read_to_string(&pid_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
+            .trim()
+            .to_string()
+    }
+
+    /// `scripts/lab.sh up`: restarts a daemon a test killed.
+    pub fn up(&self) {
+        Cmd::new(repo_root().join("scripts/lab.sh"))
+            .arg("up")
+            .timeout(Duration::from_secs(300))
+            .run()
+            .assert_success();
+    }
+}
+
 /// The root of the repository: the parent of this crate's directory.
 pub fn repo_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -6,27 +6,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use incus_standby_tests::{
-    Cmd, Instance, config_get, incus_ok, instance_exists, lab, repo_root, snapshots_of, tool,
-    unique,
+    Instance, config_get, incus_ok, instance_exists, lab, snapshots_of, tool, unique,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn standby_pid() -> String {
-    let pid_file = lab().standby_dir().join("lab.pid");
-    std::fs::read_to_string(&pid_file)
-        .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
-        .trim()
-        .to_string()
-}
-
-fn lab_up() {
-    Cmd::new(repo_root().join("scripts/lab.sh"))
-        .arg("up")
-        .timeout(Duration::from_secs(300))
-        .run()
-        .assert_success();
-}
 
 #[test]
 fn the_standby_dying_mid_transfer_fails_cleanly_and_the_next_run_converges() {
@@ -50,13 +33,13 @@ fn the_standby_dying_mid_transfer_fails_cleanly_and_the_next_run_converges() {
         "the replica never appeared on the standby: the transfer was not under way, so killing the standby would test nothing"
     );
     std::process::Command::new("kill")
-        .args(["-KILL", &standby_pid()])
+        .args(["-KILL", &lab().daemon_pid("standby")])
         .status()
         .expect("kill the standby daemon");
     let output = child.wait_with_output().expect("incus-push ends");
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    lab_up();
+    lab().up();
     assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stderr.contains(&format!("local:{}", c.name)), "{stderr}");
     assert!(stderr.contains("standby"), "{stderr}");

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use incus_standby_tests::{
-    Cmd, Instance, Output, config_get, incus_ok, lab, repo_root, snapshots_of, tool, unique,
+    Cmd, Instance, Output, config_get, incus_ok, lab, snapshots_of, tool, unique,
 };
 use serde_json::Value;
 
@@ -286,22 +286,6 @@ fn a_replica_that_is_not_ready_is_refused_before_anything_changes() {
     assert_eq!(status_of(&format!("standby:{name}")), "STOPPED");
 }
 
-fn primary_pid() -> String {
-    let pid_file = lab().primary_dir().join("lab.pid");
-    std::fs::read_to_string(&pid_file)
-        .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
-        .trim()
-        .to_string()
-}
-
-fn lab_up() {
-    Cmd::new(repo_root().join("scripts/lab.sh"))
-        .arg("up")
-        .timeout(Duration::from_secs(300))
-        .run()
-        .assert_success();
-}
-
 #[test]
 fn an_emergency_promotion_reports_its_data_loss_and_fence_ends_the_split_brain() {
     let _serial = serial();
@@ -317,7 +301,7 @@ fn an_emergency_promotion_reports_its_data_loss_and_fence_ends_the_split_brain()
     c.exec("echo lost > /root/data");
 
     std::process::Command::new("kill")
-        .args(["-KILL", &primary_pid()])
+        .args(["-KILL", &lab().daemon_pid("primary")])
         .status()
         .expect("kill the primary daemon");
     let result = std::panic::catch_unwind(|| {
@@ -357,7 +341,7 @@ fn an_emergency_promotion_reports_its_data_loss_and_fence_ends_the_split_brain()
             "before"
         );
     });
-    lab_up();
+    lab().up();
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }

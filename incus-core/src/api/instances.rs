@@ -146,34 +146,11 @@ pub fn change_state(
     Ok(())
 }
 
-/// Copies `SOURCE/SNAPSHOT` of `source_project` into a new instance `name` of the client's
-/// project, on the same server (copy on write where the pool can), with `config` keys
-/// overriding the snapshot's.
-pub fn copy_snapshot(
-    client: &Client,
-    source_project: &str,
-    source: &str,
-    snapshot: &str,
-    name: &str,
-    config: &BTreeMap<String, String>,
-) -> Result<()> {
-    let body = json!({
-        "name": name,
-        "source": {
-            "type": "copy",
-            "source": format!("{source}/{snapshot}"),
-            "project": source_project,
-            "instance_only": true,
-        },
-        "config": config,
-    });
-    client.execute(&Request::post("/instances", body), &WaitOptions::plain())?;
-    Ok(())
-}
-
-/// Copies instance `source` of `source_project` (with its snapshots) into a new instance
-/// `name` of the client's project, on the same server.
-pub fn copy_instance(
+/// Copies, on the same server, `source` of `source_project` (an instance with its
+/// snapshots, or one snapshot as `INSTANCE/SNAPSHOT`) into a new instance `name` of the
+/// client's project (copy on write where the pool can), with `config` keys overriding the
+/// source's.
+pub fn copy_local(
     client: &Client,
     source_project: &str,
     source: &str,
@@ -186,7 +163,7 @@ pub fn copy_instance(
             "type": "copy",
             "source": source,
             "project": source_project,
-            "instance_only": false,
+            "instance_only": source.contains('/'),
         },
         "config": config,
     });

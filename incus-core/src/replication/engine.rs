@@ -649,11 +649,10 @@ impl<'a> Replicator<'a> {
                 let base: String = archive_instance.chars().take(56).collect();
                 archive_instance = format!("{}-{suffix}", base.trim_end_matches('-'));
             }
-            instances::copy_snapshot(
+            instances::copy_local(
                 &client,
                 target.project(),
-                name,
-                &snapshot.name,
+                &format!("{name}/{}", snapshot.name),
                 &archive_instance,
                 &config,
             )
