@@ -2,7 +2,10 @@
 # The incus-standby test lab: two private Incus daemons ("primary" and "standby") on this
 # machine, listening on 127.0.0.1, with a tiny locally built busybox image.
 #
-#   scripts/lab.sh up              start (and on first use create) the lab; idempotent
+#   scripts/lab.sh up [--cluster]  start (and on first use create) the lab; idempotent. With
+#                                  --cluster (remembered until `down --purge`) also two
+#                                  two-member Incus clusters, "primary-cluster" and
+#                                  "standby-cluster" (see below)
 #   scripts/lab.sh down [--purge]  stop everything the lab started; --purge also deletes it
 #   scripts/lab.sh status          one line per daemon; exit 0 only if both are running
 #   scripts/lab.sh env             `export NAME=VALUE` lines for tests: eval "$(scripts/lab.sh env)"
@@ -11,6 +14,7 @@
 #   INCUS_LAB_DIR           lab directory (default: <repo>/.lab)
 #   INCUS_LAB_PRIMARY_PORT  HTTPS port of the primary (default 18443)
 #   INCUS_LAB_STANDBY_PORT  HTTPS port of the standby (default 18444)
+#   INCUS_LAB_CLUSTER_PORT  HTTPS port of every cluster member (default 18445)
 #
 # Layout of the lab directory:
 #   primary/, standby/   INCUS_DIR of each daemon
@@ -18,6 +22,12 @@
 #                        standby; client.crt trusted by both daemons; servercerts/)
 #   logs/                daemon logs
 #   image/               the busybox image (busybox.tar.gz, unified tarball)
+#   pcluster-m1/, pcluster-m2/, scluster-m1/, scluster-m2/
+#                        with --cluster: INCUS_DIR of the members of two clusters, each made
+#                        of members "m1" and "m2" (the same names in both, as a site and its
+#                        copy would have), on 127.0.0.11 and .12 (remote primary-cluster) and
+#                        127.0.0.13 and .14 (remote standby-cluster). Each has a dir pool
+#                        "default" and a cluster group "second" holding m2.
 #
 # Every process the lab starts is detached from the caller (setsid, stdin /dev/null,
 # output to logs/), so that nothing keeps the caller's stdout/stderr open.
@@ -30,7 +40,12 @@ case "$LAB" in /*) ;; *) LAB=$PWD/$LAB ;; esac
 LAB=$(realpath -m "$LAB")
 PRIMARY_PORT=${INCUS_LAB_PRIMARY_PORT:-18443}
 STANDBY_PORT=${INCUS_LAB_STANDBY_PORT:-18444}
+CLUSTER_PORT=${INCUS_LAB_CLUSTER_PORT:-18445}
 DAEMONS=(primary standby)
+# The cluster members, in start order (m1 bootstraps its cluster and is its database leader).
+CLUSTER_MEMBERS=(pcluster-m1 pcluster-m2 scluster-m1 scluster-m2)
+with_cluster() { [ -f "$LAB/with-cluster" ]; }
+if with_cluster; then DAEMONS+=("${CLUSTER_MEMBERS[@]}"); fi
 CONF=$LAB/conf
 LOGS=$LAB/logs
 
@@ -43,7 +58,27 @@ unset INCUS_SOCKET INCUS_PROJECT INCUS_REMOTE INCUS_GLOBAL_CONF 2>/dev/null || t
 log() { printf 'lab: %s\n' "$*" >&2; }
 die() { printf 'lab: error: %s\n' "$*" >&2; exit 1; }
 
-port_of() { if [ "$1" = primary ]; then echo "$PRIMARY_PORT"; else echo "$STANDBY_PORT"; fi; }
+port_of() {
+    case "$1" in
+        primary) echo "$PRIMARY_PORT" ;;
+        standby) echo "$STANDBY_PORT" ;;
+        *) echo "$CLUSTER_PORT" ;;
+    esac
+}
+# The HTTPS address of a daemon.
+address_of() {
+    case "$1" in
+        primary | standby) echo "127.0.0.1:$(port_of "$1")" ;;
+        *) echo "$(member_ip "$1"):$CLUSTER_PORT" ;;
+    esac
+}
+# The listen address of a cluster member.
+member_ip() {
+    case "$1" in
+        pcluster-m1) echo 127.0.0.11 ;; pcluster-m2) echo 127.0.0.12 ;;
+        scluster-m1) echo 127.0.0.13 ;; scluster-m2) echo 127.0.0.14 ;;
+    esac
+}
 
 # Run the incus CLI against one lab daemon over its unix socket.
 lincus() {
@@ -230,8 +265,22 @@ remotes:
     project: default
     protocol: incus
     public: false
-aliases: {}
 EOF
+    if with_cluster; then
+        cat >>"$CONF/config.yml" <<EOF
+  primary-cluster:
+    addr: https://$(member_ip pcluster-m1):$CLUSTER_PORT
+    project: default
+    protocol: incus
+    public: false
+  standby-cluster:
+    addr: https://$(member_ip scluster-m1):$CLUSTER_PORT
+    project: default
+    protocol: incus
+    public: false
+EOF
+    fi
+    echo 'aliases: {}' >>"$CONF/config.yml"
     if [ ! -s "$CONF/client.crt" ] || [ ! -s "$CONF/client.key" ]; then
         rm -f "$CONF/client.crt" "$CONF/client.key"
         INCUS_CONF=$CONF incus remote generate-certificate </dev/null >/dev/null
@@ -287,9 +336,83 @@ EOF
     cp "$LAB/$d/server.crt" "$CONF/servercerts/$d.crt"
 }
 
+# Whether a daemon is a cluster member already.
+clustered() {
+    lincus "$1" query /1.0 | grep -q '"server_clustered": true'
+}
+
+# One cluster: FIRST bootstraps it, SECOND joins it (each step skipped when done already).
+configure_cluster() {
+    local first=$1 second=$2 remote=$3 ip token
+    if ! clustered "$first"; then
+        ip=$(member_ip "$first")
+        log "$remote: bootstrapping the cluster on $ip:$CLUSTER_PORT (member m1)"
+        lincus "$first" admin init --preseed <<EOF
+config:
+  core.https_address: $ip:$CLUSTER_PORT
+  cluster.https_address: $ip:$CLUSTER_PORT
+cluster:
+  server_name: m1
+  enabled: true
+storage_pools:
+- name: default
+  driver: dir
+profiles:
+- name: default
+  description: incus-standby lab default profile (no network)
+  devices:
+    root:
+      path: /
+      pool: default
+      type: disk
+EOF
+    fi
+    if ! clustered "$second"; then
+        ip=$(member_ip "$second")
+        log "$remote: member m2 ($ip:$CLUSTER_PORT) joins"
+        lincus "$first" cluster revoke-token m2 >/dev/null 2>&1 || true
+        token=$(lincus "$first" cluster add m2 -q) || die "$remote: no join token for m2"
+        lincus "$second" admin init --preseed <<EOF
+cluster:
+  enabled: true
+  server_name: m2
+  server_address: $ip:$CLUSTER_PORT
+  cluster_token: $token
+  member_config:
+  - entity: storage-pool
+    name: default
+    key: source
+    value: ""
+EOF
+    fi
+    if ! lincus "$first" cluster group show second >/dev/null 2>&1; then
+        lincus "$first" cluster group create second >/dev/null
+        lincus "$first" cluster group assign m2 default,second >/dev/null
+    fi
+    local priv
+    priv=$(lincus "$first" profile get default security.privileged)
+    if needs_privileged; then
+        [ "$priv" = true ] || lincus "$first" profile set default security.privileged true
+    elif [ -n "$priv" ]; then
+        lincus "$first" profile unset default security.privileged
+    fi
+    if ! lincus "$first" image alias list -f csv | grep -q '^busybox,'; then
+        lincus "$first" image import "$LAB/image/busybox.tar.gz" --alias busybox >/dev/null
+    fi
+    local out
+    if ! out=$(lincus "$first" config trust add-certificate "$CONF/client.crt" --name incus-lab-client 2>&1); then
+        case "$out" in
+            *"already exists"* | *"already trusted"* | *"Certificate already in trust store"*) ;;
+            *) die "$remote: trusting the lab client certificate failed: $out" ;;
+        esac
+    fi
+    # Every member presents the cluster's certificate.
+    cp "$LAB/$first/cluster.crt" "$CONF/servercerts/$remote.crt"
+}
+
 smoke_test() {
     local d name
-    for d in "${DAEMONS[@]}"; do
+    for d in primary standby; do
         name=lab-smoke-$$
         lincus "$d" launch busybox "$name" -q >/dev/null 2>&1 ||
             die "$d: cannot launch the busybox image (see: incus info --show-log $name)"
@@ -301,8 +424,25 @@ smoke_test() {
     done
 }
 
+ready_text() {
+    if with_cluster; then echo "$PRIMARY_PORT $STANDBY_PORT cluster $CLUSTER_PORT"; else echo "$PRIMARY_PORT $STANDBY_PORT"; fi
+}
+
 cmd_up() {
-    if [ -f "$LAB/ready" ] && [ "$(cat "$LAB/ready")" = "$PRIMARY_PORT $STANDBY_PORT" ] && all_healthy; then
+    local a
+    for a in "$@"; do
+        case "$a" in
+            --cluster)
+                if ! with_cluster; then
+                    mkdir -p "$LAB"
+                    : >"$LAB/with-cluster"
+                    DAEMONS+=("${CLUSTER_MEMBERS[@]}")
+                fi
+                ;;
+            *) die "unknown option for up: $a" ;;
+        esac
+    done
+    if [ -f "$LAB/ready" ] && [ "$(cat "$LAB/ready")" = "$(ready_text)" ] && all_healthy; then
         log "the lab is already running ($LAB)"
         return 0
     fi
@@ -314,14 +454,20 @@ cmd_up() {
     ensure_conf
     build_image
     for d in "${DAEMONS[@]}"; do start_daemon "$d"; done
-    for d in "${DAEMONS[@]}"; do configure_daemon "$d"; done
+    for d in primary standby; do configure_daemon "$d"; done
+    local remotes=(primary standby)
+    if with_cluster; then
+        configure_cluster pcluster-m1 pcluster-m2 primary-cluster
+        configure_cluster scluster-m1 scluster-m2 standby-cluster
+        remotes+=(primary-cluster standby-cluster)
+    fi
     # The CLI over HTTPS must work with the lab conf (client cert trusted, server cert pinned).
-    for d in "${DAEMONS[@]}"; do
+    for d in "${remotes[@]}"; do
         timeout 30 env INCUS_DIR="$LAB/primary" INCUS_CONF="$CONF" incus list "$d:" -f csv \
             </dev/null >/dev/null || die "the lab's remote $d: does not answer over HTTPS"
     done
     [ "$smoke" = true ] && smoke_test
-    echo "$PRIMARY_PORT $STANDBY_PORT" >"$LAB/ready"
+    ready_text >"$LAB/ready"
     log "the lab is up in $((SECONDS - start)) s: eval \"\$(scripts/lab.sh env)\""
 }
 
@@ -340,7 +486,7 @@ lab_pids() {
         case "$exe" in */incusd | */incusd" (deleted)") ;; *) continue ;; esac
         alive "$p" || continue
         if { tr '\0' '\n' <"$d/cmdline"; } 2>/dev/null | grep -qF "$LAB/" ||
-            { tr '\0' '\n' <"$d/environ"; } 2>/dev/null | grep -qxF -e "INCUS_DIR=$LAB/primary" -e "INCUS_DIR=$LAB/standby"; then
+            { tr '\0' '\n' <"$d/environ"; } 2>/dev/null | grep -qF "INCUS_DIR=$LAB/"; then
             roots+=("$p")
         fi
     done
@@ -400,7 +546,10 @@ cmd_down() {
     done
     rm -f "$LAB/ready"
     if [ -d "$LAB" ]; then
-        for d in "${DAEMONS[@]}"; do stop_daemon "$d"; done
+        # Cluster members that joined go first, their cluster's database leader (m1) after them.
+        for d in pcluster-m2 scluster-m2 pcluster-m1 scluster-m1 primary standby; do
+            if [ -d "$LAB/$d" ]; then stop_daemon "$d"; fi
+        done
     fi
     # Leftovers (a crashed daemon, an orphaned "[lxc monitor]", forkfile, container processes).
     for _ in 1 2 3 4 5; do
@@ -437,7 +586,7 @@ cmd_status() {
     for d in "${DAEMONS[@]}"; do
         if healthy "$d"; then
             pid=$(pid_of "$d")
-            echo "$d: running (pid $pid, https://127.0.0.1:$(port_of "$d"), INCUS_DIR=$LAB/$d)"
+            echo "$d: running (pid $pid, https://$(address_of "$d"), INCUS_DIR=$LAB/$d)"
         elif pid=$(pid_of "$d"); then
             echo "$d: not answering (pid $pid, INCUS_DIR=$LAB/$d)"; rc=1
         else
@@ -455,6 +604,9 @@ cmd_env() {
         "INCUS_LAB_STANDBY_DIR=$LAB/standby"; do
         printf 'export %s=%q\n' "${kv%%=*}" "${kv#*=}"
     done
+    if with_cluster; then
+        printf 'export %s=%q\n' INCUS_LAB_CLUSTER_PORT "$CLUSTER_PORT"
+    fi
 }
 
 case "${1:-}" in
@@ -462,5 +614,5 @@ case "${1:-}" in
     down) shift; cmd_down "$@" ;;
     status) shift; cmd_status "$@" ;;
     env) shift; cmd_env "$@" ;;
-    *) echo "usage: $0 up | down [--purge] | status | env" >&2; exit 2 ;;
+    *) echo "usage: $0 up [--cluster] | down [--purge] | status | env" >&2; exit 2 ;;
 esac

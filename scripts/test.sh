@@ -17,7 +17,7 @@ step() {
     fi
 }
 
-step scripts/lab.sh up
+step scripts/lab.sh up --cluster
 # Everything below sees the lab: INCUS_CONF, INCUS_DIR (the primary), INCUS_LAB_*.
 eval "$(scripts/lab.sh env)"
 step cargo build --workspace --all-targets --features incus-core/failpoints

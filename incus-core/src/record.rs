@@ -54,6 +54,9 @@ fn optional_time<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok
 pub struct SnapshotRecord {
     #[serde(flatten)]
     pub of: InstanceRef,
+    /// The cluster member holding the instance (absent on a single server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
     pub name: String,
     #[serde(serialize_with = "time")]
     pub created_at: DateTime<Utc>,
@@ -78,9 +81,15 @@ pub struct ScheduleRecord {
 pub struct PushRecord {
     #[serde(flatten)]
     pub of: InstanceRef,
+    /// The cluster member holding the source (absent on a single server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
     pub target_remote: String,
     pub target_project: String,
     pub target_instance: String,
+    /// The cluster member holding the replica (absent on a single standby).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_location: Option<String>,
     /// `copied`, `refreshed` or `up-to-date`.
     pub status: String,
     /// The snapshots sent (all of them for a first copy).
@@ -185,6 +194,9 @@ pub struct PromotedRecord {
     pub standby: String,
     pub replica_project: String,
     pub replica_instance: String,
+    /// The cluster member the promoted instance runs on (absent on a single standby).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
     /// The snapshot the promoted instance started from.
     pub snapshot: Option<String>,
     pub emergency: bool,
@@ -935,6 +947,7 @@ mod tests {
                 project: "default".into(),
                 instance: "web".into(),
             },
+            location: None,
             name: "auto-20261128-205000".into(),
             created_at: DateTime::from_timestamp(1_795_899_000, 0).unwrap_or_default(),
             expires_at: None,

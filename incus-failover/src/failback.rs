@@ -30,7 +30,7 @@ use incus_core::client::Client;
 use incus_core::interrupt;
 use incus_core::record::{FailedBackRecord, Output, Record};
 use incus_core::replication::{
-    AUTOSTART_BEFORE_KEY, FENCED_KEY, Options, PROMOTED_KEY, REPLACED_KEY, RESTORED_KEY,
+    AUTOSTART_BEFORE_KEY, FENCED_KEY, Options, PROMOTED_KEY, Placement, REPLACED_KEY, RESTORED_KEY,
     Replicator, SOURCE_KEY, SOURCE_SETTINGS_KEY, SOURCE_UUID_KEY, SYNCED_KEY, UUID_KEY, address,
     inert_overrides, source_settings,
 };
@@ -85,12 +85,23 @@ pub fn failback(args: &FailbackArgs, output: &Output) -> Result<()> {
                 continue;
             }
         };
+        // On a clustered primary the instance goes back to the member of the old primary copy
+        // (still there under its name until it is renamed aside; a resumed run finds it gone
+        // and lets the engine choose: the standby member's name, else the cluster).
+        let placement = match instances::get(&primary, &pair.of.instance) {
+            Ok((old, _)) => old
+                .member()
+                .map(|m| Placement::Member(m.to_string()))
+                .unwrap_or_default(),
+            Err(_) => Placement::Auto,
+        };
         // The engine, the other way round: the standby's instance is the source, the primary
         // the target.
         let options = Options {
             to: pair.of.remote.clone(),
             target_project: Some(pair.of.project.clone()),
             storage: None,
+            placement,
             mode: args.mode,
             live: false,
             sync_profiles: true,

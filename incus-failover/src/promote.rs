@@ -30,8 +30,8 @@ use incus_core::replication::plan::{Point, moved_aside_name};
 use incus_core::replication::{ARCHIVE_TIME_KEY, archive_point};
 use incus_core::replication::{
     AUTOSTART_BEFORE_KEY, AUTOSTART_UNSET as UNSET, FENCED_KEY, LeaseGuard, Options, PROMOTED_KEY,
-    RESTORED_KEY, Replicator, SOURCE_KEY, SOURCE_SETTINGS_KEY, SOURCE_UUID_KEY, SYNCED_KEY,
-    address, inert_overrides,
+    Placement, RESTORED_KEY, Replicator, SOURCE_KEY, SOURCE_SETTINGS_KEY, SOURCE_UUID_KEY,
+    SYNCED_KEY, address, inert_overrides,
 };
 use incus_core::select::Selected;
 
@@ -157,6 +157,8 @@ pub fn promote(args: &PromoteArgs, output: &Output) -> Result<()> {
         to: standby_name.clone(),
         target_project: args.pairs.target_project.clone(),
         storage: None,
+        // The final sync refreshes the replica where it lives.
+        placement: Placement::Auto,
         mode: args.mode,
         live: false,
         sync_profiles: false,
@@ -206,10 +208,11 @@ pub fn promote(args: &PromoteArgs, output: &Output) -> Result<()> {
             promotion.planned(pair)
         };
         match result {
-            Ok(record) => {
+            Ok(mut record) => {
                 if record.emergency && !record.already {
                     emergencies.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
+                record.location = promotion.runs_on(pair);
                 output.emit(&Record::Promoted(record));
             }
             Err(message) => output.error(
@@ -286,6 +289,17 @@ impl Promotion<'_> {
         &self.args.pairs.standby
     }
 
+    /// On a clustered standby, the member the promoted instance runs on: the one holding its
+    /// replica (Incus starts an instance where it lives).
+    fn runs_on(&self, pair: &Pair) -> Option<String> {
+        let standby = self.pairs.replica(pair);
+        if self.steps.dry_run || !standby.server().ok()?.environment.server_clustered {
+            return None;
+        }
+        let (instance, _) = instances::get(&standby, &pair.of.instance).ok()?;
+        instance.member().map(str::to_string)
+    }
+
     fn record(
         &self,
         pair: &Pair,
@@ -298,6 +312,7 @@ impl Promotion<'_> {
             standby: self.standby_name().to_string(),
             replica_project: pair.replica_project.clone(),
             replica_instance: pair.of.instance.clone(),
+            location: None,
             snapshot,
             emergency: self.args.emergency,
             data_loss_since: None,
@@ -501,6 +516,7 @@ impl Promotion<'_> {
                 archive,
                 &temporary,
                 &config,
+                source.member(),
             )
             .map_err(|e| {
                 format!("cloning archive point {archive}: {e}; the replica is unchanged")

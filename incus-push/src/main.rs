@@ -9,7 +9,7 @@ use incus_core::api::migration::Mode;
 use incus_core::cli::{self, OutputArgs};
 use incus_core::duration::ExpiryDuration;
 use incus_core::policy::Rules;
-use incus_core::replication::{ArchiveOptions, Options};
+use incus_core::replication::{ArchiveOptions, Options, Placement};
 use incus_core::select::TargetArgs;
 
 const EXAMPLES: &str = "Examples:\n  incus-push --to standby web              # first time a full copy, then incremental\n  incus-push --to standby --all --jobs 4\n  incus-snap --all | incus-push --to standby\n  incus-push --to standby --all --dry-run\n  incus-push --to standby web --replace    # the source was re-created: keep the old replica aside\n  incus-push --to standby --all --archive-keep-daily 30 --archive-keep-monthly 12";
@@ -34,6 +34,14 @@ pub struct Args {
     /// Storage pool for the root disk of new replicas (default: the standby's profile decides)
     #[arg(long, value_name = "POOL")]
     pub storage: Option<String>,
+    /// Clustered standby: put new replicas on this member (default: the member with the
+    /// source's own member name, else the cluster's choice). A replica is always refreshed on
+    /// the member that holds it
+    #[arg(long, value_name = "MEMBER", conflicts_with = "target_group")]
+    pub target: Option<String>,
+    /// Clustered standby: put new replicas on a member of this cluster group
+    #[arg(long, value_name = "GROUP")]
+    pub target_group: Option<String>,
     /// Who connects to whom: pull (the standby connects to the source), push (the source
     /// connects to the standby) or relay (this process relays; the servers need not see each
     /// other)
@@ -125,6 +133,11 @@ impl Args {
             to: self.to.clone(),
             target_project: self.target_project.clone(),
             storage: self.storage.clone(),
+            placement: match (&self.target, &self.target_group) {
+                (Some(member), _) => Placement::Member(member.clone()),
+                (None, Some(group)) => Placement::Group(group.clone()),
+                (None, None) => Placement::Auto,
+            },
             mode: self.mode,
             live: self.live,
             sync_profiles: self.sync_profiles,

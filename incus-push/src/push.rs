@@ -29,6 +29,8 @@ pub fn run(args: &Args, output: &Output) -> Result<()> {
     let options = args.options()?;
     let replicator = match Replicator::connect(&options, &selection.connections) {
         Ok(replicator) => replicator,
+        // A --target or --target-group the standby cannot honour: a usage error, nothing sent.
+        Err(incus_core::Error::Config(message)) => return Err(usage(message)),
         Err(e) => {
             for selected in &selection.instances {
                 output.error(

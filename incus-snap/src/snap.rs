@@ -97,6 +97,7 @@ fn snapshot(
     let taken = snapshots::get(client, instance, &name).map_err(|e| e.to_string())?;
     Ok(SnapshotRecord {
         of: selected.of.clone(),
+        location: selected.instance.member().map(str::to_string),
         name,
         created_at: taken.created_at,
         expires_at: taken.expires_at,

@@ -41,6 +41,9 @@ pub struct Instance {
     pub project: String,
     #[serde(default)]
     pub created_at: Option<DateTime<Utc>>,
+    /// The cluster member that holds the instance (`none` or empty on a single server).
+    #[serde(default)]
+    pub location: String,
 }
 
 impl Instance {
@@ -62,9 +65,22 @@ impl Instance {
         })
     }
 
+    /// The cluster member that holds the instance (`None` on a single server).
+    pub fn member(&self) -> Option<&str> {
+        member(&self.location)
+    }
+
     /// The storage pool of the root disk (`path: /`), from the expanded devices.
     pub fn root_pool(&self) -> Option<&str> {
         root_disk(&self.expanded_devices).and_then(|(_, d)| d.get("pool").map(String::as_str))
+    }
+}
+
+/// A `location` as Incus reports it: a member name, or `none`/empty on a single server.
+pub fn member(location: &str) -> Option<&str> {
+    match location {
+        "" | "none" => None,
+        member => Some(member),
     }
 }
 
@@ -149,13 +165,15 @@ pub fn change_state(
 /// Copies, on the same server, `source` of `source_project` (an instance with its
 /// snapshots, or one snapshot as `INSTANCE/SNAPSHOT`) into a new instance `name` of the
 /// client's project (copy on write where the pool can), with `config` keys overriding the
-/// source's.
+/// source's. On a cluster, `member` names the member for the copy (the source's: a copy to
+/// another member of a local pool is a full transfer).
 pub fn copy_local(
     client: &Client,
     source_project: &str,
     source: &str,
     name: &str,
     config: &BTreeMap<String, String>,
+    member: Option<&str>,
 ) -> Result<()> {
     let body = json!({
         "name": name,
@@ -167,7 +185,11 @@ pub fn copy_local(
         },
         "config": config,
     });
-    client.execute(&Request::post("/instances", body), &WaitOptions::plain())?;
+    let mut request = Request::post("/instances", body);
+    if let Some(member) = member {
+        request = request.query("target", member);
+    }
+    client.execute(&request, &WaitOptions::plain())?;
     Ok(())
 }
 

@@ -44,6 +44,10 @@ pub struct Transfer<'a> {
     pub pool: Option<&'a str>,
     /// Config keys to set on a new replica in the creating request (e.g. autostart off).
     pub config_overrides: &'a BTreeMap<String, Option<String>>,
+    /// On a clustered target: the member (`NAME`) or cluster group (`@GROUP`) for the
+    /// instance, Incus's `?target=`. A refresh must name the member that holds the replica:
+    /// Incus 6.0.4 otherwise runs it wherever its scheduler places a new instance, and fails.
+    pub placement: Option<&'a str>,
 }
 
 impl Transfer<'_> {
@@ -155,8 +159,9 @@ impl Transfer<'_> {
         source
     }
 
-    /// Runs the transfer and waits until the target has it all.
-    pub fn run(&self, mode: Mode, wait: &WaitOptions) -> Result<()> {
+    /// Runs the transfer and waits until the target has it all. Returns the cluster member
+    /// that received the instance (`None` on a single server).
+    pub fn run(&self, mode: Mode, wait: &WaitOptions) -> Result<Option<String>> {
         match mode {
             Mode::Pull => self.pull(wait),
             Mode::Push => self.push(wait),
@@ -178,10 +183,11 @@ impl Transfer<'_> {
     }
 
     fn start_target(&self, source: Map<String, Value>) -> Result<Operation> {
-        match self.target.send(&Request::post(
-            "/instances",
-            self.target_request(Value::Object(source)),
-        ))? {
+        let mut request = Request::post("/instances", self.target_request(Value::Object(source)));
+        if let Some(placement) = self.placement {
+            request = request.query("target", placement);
+        }
+        match self.target.send(&request)? {
             Reply::Async(op) => Ok(op),
             Reply::Sync { .. } => Err(Error::protocol(
                 self.target.remote(),
@@ -208,7 +214,7 @@ impl Transfer<'_> {
         }
     }
 
-    fn pull(&self, wait: &WaitOptions) -> Result<()> {
+    fn pull(&self, wait: &WaitOptions) -> Result<Option<String>> {
         let urls = self.source.network_urls()?;
         if urls.is_empty() {
             return Err(not_listening(self.source, self.target, Mode::Pull));
@@ -239,7 +245,7 @@ impl Transfer<'_> {
                 on_interrupt: Some(&cancel_source),
             };
             match self.target.wait(&target_op, &options) {
-                Ok(_) => return Ok(()),
+                Ok(done) => return Ok(received_on(&done)),
                 Err(e) if e.message().contains("Unable to connect to") => {
                     last_error = Some(e);
                     continue;
@@ -267,7 +273,7 @@ impl Transfer<'_> {
         }
     }
 
-    fn push(&self, wait: &WaitOptions) -> Result<()> {
+    fn push(&self, wait: &WaitOptions) -> Result<Option<String>> {
         let urls = self.target.network_urls()?;
         if urls.is_empty() {
             return Err(not_listening(self.target, self.source, Mode::Push));
@@ -296,7 +302,7 @@ impl Transfer<'_> {
                 return Err(Error::Cancelled);
             }
             return match (source_result, target_result) {
-                (_, Ok(_)) => Ok(()),
+                (_, Ok(done)) => Ok(received_on(&done)),
                 (Err(e), Err(_)) => Err(e),
                 (Ok(_), Err(e)) => Err(e),
             };
@@ -305,7 +311,7 @@ impl Transfer<'_> {
         Err(last_error.unwrap_or_else(|| not_listening(self.target, self.source, Mode::Push)))
     }
 
-    fn relay(&self, wait: &WaitOptions) -> Result<()> {
+    fn relay(&self, wait: &WaitOptions) -> Result<Option<String>> {
         let source_op = self.start_source(Value::Null)?;
         let source_secrets = Self::secrets(&source_op, self.source.remote())?;
         let target_op = match self.start_target(self.migration_source(Mode::Relay)) {
@@ -346,7 +352,7 @@ impl Transfer<'_> {
         let result = self.target.wait(&target_op, &options);
         let relay_result = relay.finish();
         match (result, relay_result) {
-            (Ok(_), _) => Ok(()),
+            (Ok(done), _) => Ok(received_on(&done)),
             (Err(e), Err(relay_error)) if !e.message().contains(&relay_error) => Err(Error::Api {
                 remote: self.target.remote().to_string(),
                 status: e.status().unwrap_or(400),
@@ -355,6 +361,11 @@ impl Transfer<'_> {
             (Err(e), _) => Err(e),
         }
     }
+}
+
+/// The member that ran the target's operation (the instance lives there).
+fn received_on(op: &Operation) -> Option<String> {
+    super::instances::member(&op.location).map(str::to_string)
 }
 
 fn not_listening(server: &Client, peer: &Client, mode: Mode) -> Error {

@@ -4,6 +4,7 @@
 //! [`Client`]: crate::Client
 
 pub mod certificates;
+pub mod cluster;
 pub mod instances;
 pub mod migration;
 pub mod networks;

@@ -30,6 +30,8 @@ pub struct Environment {
     pub server_name: String,
     #[serde(default)]
     pub server_version: String,
+    #[serde(default)]
+    pub server_clustered: bool,
 }
 
 impl ServerInfo {

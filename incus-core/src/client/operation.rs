@@ -32,6 +32,9 @@ pub struct Operation {
     pub may_cancel: bool,
     #[serde(default)]
     pub err: String,
+    /// The cluster member running the operation (`none` or empty on a single server).
+    #[serde(default)]
+    pub location: String,
 }
 
 impl Operation {

@@ -61,6 +61,8 @@ pub struct Options {
     pub target_project: Option<String>,
     /// Pool for the root disk of new replicas.
     pub storage: Option<String>,
+    /// On a clustered standby: the member or group for new replicas.
+    pub placement: super::Placement,
     pub mode: Mode,
     /// Keep the live-synced state instead of restoring to the newest snapshot.
     pub live: bool,
@@ -140,6 +142,8 @@ pub struct Replicator<'a> {
     options: &'a Options,
     standby: Client,
     standby_fingerprint: String,
+    /// The standby's cluster members (empty: a single server).
+    standby_members: Vec<String>,
     /// The standby's instances per project, listed once (`None`: the
     /// listing failed; every instance then reads its replica itself).
     replicas: Mutex<BTreeMap<String, Option<BTreeMap<String, Instance>>>>,
@@ -162,10 +166,35 @@ impl<'a> Replicator<'a> {
             .environment
             .certificate_fingerprint
             .clone();
+        let membership = crate::api::cluster::membership(&standby)?;
+        match &options.placement {
+            super::Placement::Auto => {}
+            asked if !membership.is_cluster() => {
+                let flag = match asked {
+                    super::Placement::Group(_) => "--target-group",
+                    _ => "--target",
+                };
+                return Err(crate::Error::Config(format!(
+                    "{flag} places replicas on a cluster member, but {} is a single server: drop {flag}",
+                    options.to
+                )));
+            }
+            super::Placement::Member(member) if !membership.has_member(member) => {
+                return Err(crate::Error::Config(format!(
+                    "{} has no cluster member \"{member}\" (its members: {}); see incus cluster list {}:",
+                    options.to,
+                    membership.members.join(", "),
+                    options.to
+                )));
+            }
+            super::Placement::Member(_) => {}
+            super::Placement::Group(group) => crate::api::cluster::check_group(&standby, group)?,
+        }
         Ok(Replicator {
             options,
             standby,
             standby_fingerprint,
+            standby_members: membership.members,
             profiles: Mutex::new(BTreeMap::new()),
             replicas: Mutex::new(BTreeMap::new()),
             pooled: Mutex::new(BTreeMap::new()),
@@ -227,11 +256,17 @@ impl<'a> Replicator<'a> {
                 .map(|s| SnapshotId::new(&s.name, s.created_at))
                 .collect::<Vec<_>>()
         };
-        let record = |plan: &Plan, dry_run: bool, moved_aside: Option<String>| PushRecord {
+        let location = instance.member().map(str::to_string);
+        let record = |plan: &Plan,
+                      dry_run: bool,
+                      moved_aside: Option<String>,
+                      target_location: Option<String>| PushRecord {
             of: selected.of.clone(),
+            location: location.clone(),
             target_remote: args.to.clone(),
             target_project: target_project.clone(),
             target_instance: name.clone(),
+            target_location,
             status: plan.status().to_string(),
             snapshots: plan.sent(),
             seconds: (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
@@ -257,7 +292,8 @@ impl<'a> Replicator<'a> {
             let restored = listed.config.get(RESTORED_KEY).map(String::as_str);
             let quick = plan(&source_pooled, Some(&replica_pooled), restored, args.live);
             if quick == Plan::UpToDate {
-                return Ok(record(&quick, args.dry_run, None));
+                let on = listed.member().map(str::to_string);
+                return Ok(record(&quick, args.dry_run, None, on));
             }
         }
         let source_snapshots = snapshots::list(source, name).map_err(|e| e.to_string())?;
@@ -366,7 +402,11 @@ impl<'a> Replicator<'a> {
                         .map_err(|e| format!("updating the replica's markers: {e}"))?;
                 }
             }
-            return Ok(record(&plan, args.dry_run, None));
+            let on = replica
+                .as_ref()
+                .and_then(|r| r.member())
+                .map(str::to_string);
+            return Ok(record(&plan, args.dry_run, None, on));
         }
         self.check_profiles(source, &target, instance)?;
         let keep_pool = if unfinished || move_aside.is_some() {
@@ -425,9 +465,10 @@ impl<'a> Replicator<'a> {
         let record = |plan: &Plan,
                       dry_run: bool,
                       aside: Option<String>,
+                      on: Option<String>,
                       archived: Vec<String>,
                       deleted: Vec<String>| {
-            let mut r = record(plan, dry_run, aside);
+            let mut r = record(plan, dry_run, aside, on);
             r.archived = archived;
             r.archives_deleted = deleted;
             r
@@ -437,7 +478,11 @@ impl<'a> Replicator<'a> {
                 .as_ref()
                 .map(|(_, d, _)| d.delete.clone())
                 .unwrap_or_default();
-            return Ok(record(&plan, true, aside_name, archived_names, deleted));
+            let on = replica
+                .as_ref()
+                .and_then(|r| r.member())
+                .map(str::to_string);
+            return Ok(record(&plan, true, aside_name, on, archived_names, deleted));
         }
         let mut archived = Vec::new();
         if let (Some((archive, decided, listed)), Some(found)) = (&archiving, &replica)
@@ -491,6 +536,12 @@ impl<'a> Replicator<'a> {
             // Written again after the restore, which replaces the configuration.
             overrides.insert(LEASE_KEY.into(), Some(lease.value.clone()));
         }
+        let placement = super::placement::target(
+            &args.placement,
+            replica.as_ref().and_then(|r| r.member()),
+            instance.member(),
+            &self.standby_members,
+        );
         let transfer = Transfer {
             source,
             instance,
@@ -499,6 +550,7 @@ impl<'a> Replicator<'a> {
             refresh: replica.is_some(),
             pool: pool.as_deref(),
             config_overrides: &overrides,
+            placement: placement.as_deref(),
         };
         let bar = self.bars.add(indicatif::ProgressBar::new_spinner());
         bar.set_style(
@@ -520,7 +572,7 @@ impl<'a> Replicator<'a> {
         let result = transfer.run(args.mode, &wait);
         bar.finish_and_clear();
         self.bars.remove(&bar);
-        result.map_err(|e| match e {
+        let received_on = result.map_err(|e| match e {
             crate::Error::Cancelled => format!(
                 "interrupted: the transfer was cancelled; {}:{name} keeps its previous state",
                 args.to
@@ -549,7 +601,14 @@ impl<'a> Replicator<'a> {
                 deleted.push(old.clone());
             }
         }
-        Ok(record(&plan, false, aside_name, archived, deleted))
+        Ok(record(
+            &plan,
+            false,
+            aside_name,
+            received_on,
+            archived,
+            deleted,
+        ))
     }
 
     /// The archive points of one source on the standby (none when the archive project does
@@ -655,6 +714,7 @@ impl<'a> Replicator<'a> {
                 &format!("{name}/{}", snapshot.name),
                 &archive_instance,
                 &config,
+                replica.member(),
             )
             .map_err(|e| {
                 format!(
@@ -692,6 +752,10 @@ impl<'a> Replicator<'a> {
         let listing = cache.entry(key).or_insert_with(|| {
             crate::api::projects::snapshots_by_instance(client)
                 .ok()
+                // Incus 6.0.4 lists instance snapshots among a pool's volumes; later releases
+                // may leave them out. A listing without any snapshot is never trusted: two of
+                // them would make every replica look current.
+                .filter(|listing| listing.values().any(|snapshots| !snapshots.is_empty()))
                 .map(std::sync::Arc::new)
         });
         let list = listing.as_ref()?.get(name)?;

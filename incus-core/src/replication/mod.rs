@@ -5,6 +5,7 @@
 pub mod engine;
 pub mod lease;
 pub mod lock;
+pub mod placement;
 pub mod plan;
 
 pub use engine::{
@@ -13,3 +14,4 @@ pub use engine::{
     Replicator, SOURCE_KEY, SOURCE_SETTINGS_KEY, SOURCE_UUID_KEY, SYNCED_KEY, UUID_KEY, address,
     archive_point, inert_overrides, injected_error, own_settings, source_settings,
 };
+pub use placement::Placement;

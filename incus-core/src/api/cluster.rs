@@ -1,0 +1,48 @@
+//! Clusters: whether a server is one, its members and its groups.
+
+use crate::client::{Client, escape};
+use crate::error::{Error, Result};
+
+/// What the tools need to know of a server's clustering, read once per run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    /// The member names, sorted (empty: a single server).
+    pub members: Vec<String>,
+}
+
+impl Membership {
+    /// True when the server is a cluster.
+    pub fn is_cluster(&self) -> bool {
+        !self.members.is_empty()
+    }
+
+    /// True when the cluster has a member of that name.
+    pub fn has_member(&self, name: &str) -> bool {
+        self.members.iter().any(|m| m == name)
+    }
+}
+
+/// Whether the server is a cluster and, if so, its members (its server information, read
+/// once per connection, and one request on a cluster).
+pub fn membership(client: &Client) -> Result<Membership> {
+    if !client.server()?.environment.server_clustered {
+        return Ok(Membership::default());
+    }
+    let urls: Vec<String> = client.get("/cluster/members")?;
+    let mut members: Vec<String> = urls.iter().map(|u| super::last_segment(u)).collect();
+    members.sort();
+    Ok(Membership { members })
+}
+
+/// Fails with a one-line error unless the cluster has that group.
+pub fn check_group(client: &Client, group: &str) -> Result<()> {
+    match client.get::<serde_json::Value>(&format!("/cluster/groups/{}", escape(group))) {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Err(Error::Config(format!(
+            "{} has no cluster group \"{group}\" (see incus cluster group list {}:)",
+            client.remote(),
+            client.remote()
+        ))),
+        Err(e) => Err(e),
+    }
+}
