@@ -10,19 +10,29 @@
 #                                     --quick) and keeps the others as they are
 #   scripts/bench.sh --only history   only the standby history part (section 9, archive
 #                                     points), the same way
+#   scripts/bench.sh --only scale     only the scale part (section 10: 10, 100 and 1000 stopped
+#                                     instances, one run each; 10 and 20 with --quick), the same
+#                                     way. A run without --only does NOT measure it (at 1000
+#                                     instances it is long): it keeps the section 10 already in
+#                                     the file it writes. INCUS_BENCH_SCALE_SIZES="10 100"
+#                                     overrides the numbers of instances.
 #
 # Everything happens in a project of its own, "bench" (INCUS_BENCH_PROJECT overrides), created
 # on both lab daemons and deleted with its instances when the script ends, however it ends.
 # Nothing outside that project is touched, but for the archive points the history part makes
 # on the standby (project incus-standby-archive, named after its instances), deleted with them.
+# The lab is scripts/lab.sh's (INCUS_LAB_DIR and its ports select another one).
 # BENCH_NO_BUILD=1 skips the release build.
+
+# The report's Markdown has backquotes in single-quoted strings: not shell expansions.
+# shellcheck disable=SC2016
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
 
 QUICK=false
 ONLY=
-USAGE="usage: $0 [--quick] [--only failover|history]"
+USAGE="usage: $0 [--quick] [--only failover|history|scale]"
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=true ;;
@@ -32,24 +42,38 @@ while [ $# -gt 0 ]; do
             shift
             ;;
         --only=*) ONLY=${1#--only=} ;;
-        -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) awk 'NR == 1 { next } !/^#/ { exit } { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
         *) echo "bench: unknown argument: $1 ($USAGE)" >&2; exit 2 ;;
     esac
     shift
 done
 case "$ONLY" in
-    "" | failover | history) ;;
-    *) echo "bench: unknown part for --only: $ONLY (the parts are failover and history)" >&2; exit 2 ;;
+    "" | failover | history | scale) ;;
+    *) echo "bench: unknown part for --only: $ONLY (the parts are failover, history and scale)" >&2; exit 2 ;;
 esac
 # part NAME: whether this run measures that part ("main": sections 1 to 6, "failover": 7 and 8,
-# "history": 9).
-part() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
+# "history": 9, "scale": 10, only with --only scale).
+part() {
+    if [ -z "$ONLY" ]; then [ "$1" != scale ]; else [ "$ONLY" = "$1" ]; fi
+}
 
 if [ "$QUICK" = true ]; then
     REPS=1 N_SNAP=20 N_PUSH=5 BIG_MB=100 N_PROMOTE=2 FAILBACK_MB=50 HISTORY_MB=50 OUT=$REPO/target/bench-quick.md
+    scale_sizes=${INCUS_BENCH_SCALE_SIZES:-10 20}
 else
     REPS=3 N_SNAP=50 N_PUSH=20 BIG_MB=400 N_PROMOTE=5 FAILBACK_MB=100 HISTORY_MB=200 OUT=$REPO/docs/bench.md
+    scale_sizes=${INCUS_BENCH_SCALE_SIZES:-10 100 1000}
 fi
+# The scale part's numbers of instances, ascending (its instances are named sc-00001 …).
+read -r -a SCALE_SIZES <<<"$scale_sizes"
+[ ${#SCALE_SIZES[@]} -gt 0 ] || { echo "bench: INCUS_BENCH_SCALE_SIZES names no number of instances" >&2; exit 2; }
+for n in "${SCALE_SIZES[@]}"; do
+    case "$n" in
+        *[!0-9]* | 0*) echo "bench: INCUS_BENCH_SCALE_SIZES: not a number of instances: $n" >&2; exit 2 ;;
+    esac
+    [ "$n" -le 99999 ] || { echo "bench: INCUS_BENCH_SCALE_SIZES: at most 99999 instances: $n" >&2; exit 2; }
+done
+mapfile -t SCALE_SIZES < <(printf '%s\n' "${SCALE_SIZES[@]}" | sort -n -u)
 PROJECT=${INCUS_BENCH_PROJECT:-bench}
 MARK="incus-standby benchmark (scripts/bench.sh); deleted when the benchmark ends"
 JOBS=4
@@ -92,15 +116,18 @@ CREATED=()
 
 project_exists() { incus project show "$1:$PROJECT" >/dev/null 2>&1; }
 
+# delete_instances REMOTE: deletes the project's instances named on stdin (one a line) from
+# REMOTE, with their snapshots: 50 per `incus delete`, 4 of those at once (the scale part has
+# thousands).
+delete_instances() {
+    sed "s/^/$1:/" | xargs -r -n 50 -P "$JOBS" incus delete --project "$PROJECT" --force
+}
+
 # Deletes the project's instances (and with them their snapshots), then the project.
 drop_project() {
-    local r=$1 names=() n
+    local r=$1
     project_exists "$r" || return 0
-    while IFS= read -r n; do [ -n "$n" ] && names+=("$r:$n"); done \
-        < <(incus list "$r:" --project "$PROJECT" -f csv -c n)
-    if [ ${#names[@]} -gt 0 ]; then
-        incus delete --project "$PROJECT" --force "${names[@]}"
-    fi
+    incus list "$r:" --project "$PROJECT" -f csv -c n | delete_instances "$r"
     incus project delete "$r:$PROJECT" >/dev/null
 }
 
@@ -519,7 +546,7 @@ if part failover; then
             die "case 8: $name lacks the file written on the standby"
         [ -d "$(volume_dir primary "$pool" "$name")" ] || die "case 8: $name is not on the primary's pool $pool any more"
         aside=$(sed -n 's/.*"kept_aside":"\([^"]*\)".*/\1/p' "$TMP/c8.out")
-        [ -n "$aside" ] && [ "$(status_of "$aside")" = STOPPED ] || die "case 8: no stopped old copy kept aside: $(cat "$TMP/c8.out")"
+        { [ -n "$aside" ] && [ "$(status_of "$aside")" = STOPPED ]; } || die "case 8: no stopped old copy kept aside: $(cat "$TMP/c8.out")"
     }
     c8_push() { "$BIN/incus-push" --project "$PROJECT" --to standby "$1" >"$TMP/c8-push.out"; }
     c8_snap_push() {
@@ -690,6 +717,139 @@ if part history; then
         done
     done
     HI_LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+fi
+
+# ---------------------------------------------------------------------------------------
+# the scale part: section 10 (only with --only scale)
+
+SC_CASES=(snap first nothing one prune)
+
+# sc_names N: the names of the scale part's N instances, sc-00001 …, sorted.
+sc_names() { seq -f 'sc-%05g' 1 "$1"; }
+
+# sc_create N: N stopped busybox containers sc-00001 … (root disk on the default profile's pool),
+# made with `incus init`, JOBS at once; any that failed are made again one by one.
+sc_create() {
+    local i
+    sc_names "$1" | xargs -n 1 -P "$JOBS" incus init busybox --project "$PROJECT" -q >/dev/null 2>&1 || true
+    while IFS= read -r i; do
+        bi init busybox "$i" -q >/dev/null 2>"$TMP/init.err" || die "scale: creating $i: $(cat "$TMP/init.err")"
+    done < <(comm -23 <(sc_names "$1") <(bi list local: -f csv -c n | sort))
+}
+
+# sc_tool KEY COMMAND…: one run of a tool of ours with INCUS_STANDBY_STATS=1: its records to
+# $TMP/KEY.out, its peak RSS to $TMP/rss.KEY, the number of API requests it reported (its
+# "TOOL: stats: N API requests" line on stderr) to $TMP/KEY.api.
+sc_tool() {
+    local key=$1
+    shift
+    rss "$key" env INCUS_STANDBY_STATS=1 "$@" >"$TMP/$key.out" 2>"$TMP/$key.err" ||
+        die "scale: $(basename "$1") failed: $(tail -c 800 "$TMP/$key.err")"
+    sed -n 's/^[a-z-]*: stats: \([0-9][0-9]*\) API requests$/\1/p' "$TMP/$key.err" | tail -n 1 >"$TMP/$key.api"
+    [ -s "$TMP/$key.api" ] ||
+        die "scale: no \"stats: N API requests\" line from $(basename "$1"): $(tail -c 800 "$TMP/$key.err")"
+}
+records() { grep -c "\"type\":\"$2\"" "$1" || true; } # FILE TYPE: how many records of TYPE
+
+# The CLI loops, over the instances SC_SET.
+sc_cli_snapshot() { local i; for i in "${SC_SET[@]}"; do bi snapshot create "$i"; done; }
+sc_cli_refresh() {
+    local i
+    for i in "${SC_SET[@]}"; do bi copy -q --target-project "$PROJECT" "$i" "standby:$i" --refresh; done
+}
+sc_cli_list() {
+    local i
+    for i in "${SC_SET[@]}"; do bi snapshot list "$i" -f csv; done >"$TMP/sc-list.out"
+}
+# sc_snap_all N: one more snapshot of every instance, with incus-snap (not timed).
+sc_snap_all() {
+    next_second
+    "$BIN/incus-snap" --project "$PROJECT" --all >"$TMP/sc-snap.out"
+    [ "$(records "$TMP/sc-snap.out" snapshot)" -eq "$1" ] || die "scale: incus-snap did not take $1 snapshots"
+}
+# snapshot_counts REMOTE: "NAME,SNAPSHOTS" for each of the scale part's instances there.
+snapshot_counts() { bi list "$1:" -f csv -c nS | grep '^sc-' | sort; }
+# The disk space (bytes, du) of the scale part's instances and snapshots on both lab daemons.
+sc_disk() {
+    {
+        du -s -B1 -c "$INCUS_LAB_DIR"/primary/storage-pools/default/containers*/"${PROJECT}"_sc-* \
+            "$INCUS_LAB_DIR"/standby/storage-pools/default/containers*/"${PROJECT}"_sc-* 2>/dev/null || true
+    } | awk 'END { print $1 + 0 }'
+}
+
+if part scale; then
+    SC_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+    SC_LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+    SC_START=$SECONDS
+    for n in "${SCALE_SIZES[@]}"; do
+        k=sc$n
+        t0=$SECONDS
+        log "scale, $n instances: creating them ($JOBS at once, not timed)"
+        sc_create "$n"
+        mapfile -t SC_SET < <(sc_names "$n")
+        [ "$(bi list local: -f csv -c n | grep -c '^sc-')" -eq "$n" ] || die "scale: expected $n instances sc-…"
+        echo $((SECONDS - t0)) >"$TMP/$k.create-s"
+
+        log "scale, $n instances: 1. snapshots, incus-snap --all"
+        next_second
+        timed "$k-snap" tool sc_tool "$k-snap" "$BIN/incus-snap" --project "$PROJECT" --all
+        [ "$(records "$TMP/$k-snap.out" snapshot)" -eq "$n" ] || die "scale: incus-snap did not take $n snapshots"
+        log "scale, $n instances: 1. snapshots, CLI loop"
+        timed "$k-snap" cli sc_cli_snapshot
+
+        log "scale, $n instances: 2. first push (setup)"
+        timed "$k-first" tool sc_tool "$k-first" "$BIN/incus-push" --project "$PROJECT" --all --to standby --jobs "$JOBS"
+        expect_statuses "$TMP/$k-first.out" "$n" copied
+
+        # Our runs first: the CLI's refresh rewrites the replicas' configuration, which drops
+        # incus-push's marker (see cases 2 and 3).
+        log "scale, $n instances: 3. nothing new, incus-push"
+        timed "$k-nothing" tool sc_tool "$k-nothing" "$BIN/incus-push" --project "$PROJECT" --all --to standby --jobs "$JOBS"
+        expect_statuses "$TMP/$k-nothing.out" "$n" up-to-date
+
+        log "scale, $n instances: 4. one new snapshot each, incus-snap (not timed) then incus-push"
+        sc_snap_all "$n"
+        timed "$k-one" tool sc_tool "$k-one" "$BIN/incus-push" --project "$PROJECT" --all --to standby --jobs "$JOBS"
+        expect_statuses "$TMP/$k-one.out" "$n" refreshed
+        # Each push record lists the one snapshot it sent.
+        bad=$(awk '/"type":"push"/ && !/"snapshots":\["[^"]*"\]/' "$TMP/$k-one.out" | head -n 2)
+        [ -z "$bad" ] || die "scale: incus-push did not send exactly one snapshot each: $bad"
+
+        # Every instance has two auto-* snapshots (incus-snap's) now, and the CLI's snap0.
+        log "scale, $n instances: 5. incus-prune --dry-run"
+        timed "$k-prune" tool sc_tool "$k-prune" "$BIN/incus-prune" --project "$PROJECT" --all --keep-last 1 --dry-run
+        [ "$(records "$TMP/$k-prune.out" pruned)" -eq "$n" ] ||
+            die "scale: incus-prune --dry-run --keep-last 1 chose $(records "$TMP/$k-prune.out" pruned) snapshots, not $n"
+        bad=$(awk '/"type":"pruned"/ && !/"dry_run":true/' "$TMP/$k-prune.out" | head -n 2)
+        [ -z "$bad" ] || die "scale: incus-prune --dry-run deleted something: $bad"
+        log "scale, $n instances: 5. CLI loop of incus snapshot list"
+        timed "$k-prune" cli sc_cli_list
+        [ "$(grep -c . "$TMP/sc-list.out")" -eq $((3 * n)) ] ||
+            die "scale: the CLI listed $(grep -c . "$TMP/sc-list.out") snapshots, not $((3 * n))"
+
+        log "scale, $n instances: 3. nothing new, CLI loop"
+        timed "$k-nothing" cli sc_cli_refresh
+        log "scale, $n instances: 4. one new snapshot each, incus-snap (not timed) then CLI loop"
+        sc_snap_all "$n"
+        timed "$k-one" cli sc_cli_refresh
+
+        # Every replica has the 4 snapshots of its source.
+        snapshot_counts local >"$TMP/sc-counts.local"
+        snapshot_counts standby >"$TMP/sc-counts.standby"
+        cmp -s "$TMP/sc-counts.local" "$TMP/sc-counts.standby" ||
+            die "scale: the replicas' snapshot counts differ from their sources': $(diff "$TMP/sc-counts.local" "$TMP/sc-counts.standby" | head -n 4 | tr '\n' ' ')"
+        bad=$(awk -F, '$2 != 4' "$TMP/sc-counts.local" | head -n 3)
+        [ -z "$bad" ] || die "scale: unexpected snapshot counts: $bad"
+        sc_disk >"$TMP/$k.disk"
+
+        log "scale, $n instances: deleting them and their replicas"
+        t0=$SECONDS
+        sc_names "$n" | delete_instances local
+        sc_names "$n" | delete_instances standby
+        echo $((SECONDS - t0)) >"$TMP/$k.delete-s"
+    done
+    SC_SECONDS=$((SECONDS - SC_START))
+    SC_LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 fi
 
 # ---------------------------------------------------------------------------------------
@@ -868,7 +1028,7 @@ human_bytes() {
 
 # Section 9 into $TMP/history.md, its summary rows into $TMP/history-summary.md.
 history_report() {
-    local pool key label wa wp extra excl total
+    local pool key label wa wp extra excl
     {
         echo "## 9. Standby history: the cost of one archive point"
         echo
@@ -950,6 +1110,163 @@ history_report() {
     } >"$TMP/history-summary.md"
 }
 
+# The scale part's largest step up in time per instance from one size to the next that still
+# counts as flat (the rest is run-to-run noise).
+SC_GROWTH=1.25
+
+sc_case_label() {
+    case "$1" in
+        snap) echo "1. snapshots" ;;
+        first) echo "2. first push (setup)" ;;
+        nothing) echo "3. push, nothing new" ;;
+        one) echo "4. push, one new snapshot each" ;;
+        prune) echo "5. prune --dry-run" ;;
+    esac
+}
+sc_tool_of() {
+    case "$1" in snap) echo incus-snap ;; prune) echo incus-prune ;; *) echo incus-push ;; esac
+}
+# sc_values CASE SIDE: "SIZE:WALL" for each size, for the awk below.
+sc_values() {
+    local n
+    for n in "${SCALE_SIZES[@]}"; do printf '%s:%s ' "$n" "$(median "$TMP/sc$n-$1.$2" 1)"; done
+}
+# sc_growth CASE SIDE: "a → b → c ms per instance (×r, ×r)", a tab, and the verdict: "grows" when
+# one step up in size makes the time per instance more than SC_GROWTH times longer, else
+# "falls" when the largest size's is under 0.8 times the smallest's, else "flat" ("one size"
+# with a single size).
+sc_growth() {
+    awk -v vals="$(sc_values "$1" "$2")" -v lim="$SC_GROWTH" 'BEGIN {
+        k = split(vals, v, " ")
+        for (i = 1; i <= k; i++) { split(v[i], p, ":"); t[i] = p[2] * 1000 / p[1] }
+        for (i = 1; i <= k; i++) printf "%s%s", (i > 1 ? " → " : ""), (t[i] < 10 ? sprintf("%.2f", t[i]) : sprintf("%.1f", t[i]))
+        printf " ms"
+        grow = 0; steps = ""
+        for (i = 2; i <= k; i++) {
+            r = (t[i - 1] > 0 ? t[i] / t[i - 1] : 0)
+            steps = steps sprintf("%s×%.2f", (i > 2 ? ", " : ""), r)
+            if (r > lim) grow = 1
+        }
+        if (k > 1) printf " (%s)", steps
+        printf "\t%s\n", (k < 2 ? "one size" : grow ? "grows" : t[k] < 0.8 * t[1] ? "falls" : "flat")
+    }'
+}
+# sc_api CASE: "a → b → c", a tab, and "constant" (within 2 requests) or "about X more per
+# instance".
+sc_api() {
+    local n vals=
+    for n in "${SCALE_SIZES[@]}"; do vals+="$n:$(cat "$TMP/sc$n-$1.api") "; done
+    awk -v vals="$vals" 'BEGIN {
+        k = split(vals, v, " ")
+        for (i = 1; i <= k; i++) { split(v[i], p, ":"); n[i] = p[1]; a[i] = p[2] + 0; printf "%s%d", (i > 1 ? " → " : ""), a[i] }
+        lo = hi = a[1]
+        for (i = 2; i <= k; i++) { if (a[i] < lo) lo = a[i]; if (a[i] > hi) hi = a[i] }
+        if (k < 2) printf "\tone size\n"
+        else if (hi - lo <= 2) printf "\tconstant\n"
+        else printf "\tabout %.2f more per instance\n", (a[k] - a[1]) / (n[k] - n[1])
+    }'
+}
+sc_per_inst() { awk -v v="$1" -v n="$2" 'BEGIN { t = v * 1000 / n; printf (t < 10 ? "%.2f ms" : "%.1f ms"), t }'; }
+sc_sizes_text() { local s="${SCALE_SIZES[*]}"; echo "${s// /${1:- → }}"; } # [SEPARATOR]
+
+# Section 10 into $TMP/scale.md, its summary rows into $TMP/scale-summary.md.
+scale_report() {
+    local n c k w wc label g api verdicts="" nmax=${SCALE_SIZES[-1]} t1 t2 t3 rss_max rss_mb nw na sizes
+    sizes=$(sc_sizes_text)
+    {
+        echo "## 10. Scale"
+        echo
+        echo "Measured $SC_DATE with \`scripts/bench.sh --only scale\` (a run without \`--only\` does not measure this part: it keeps this section), one run per measurement and size; load average (1, 5, 15 min) $SC_LOAD_START when section 10 started, $SC_LOAD_END when it ended. The whole part took $(awk -v s="$SC_SECONDS" 'BEGIN { printf "%d min %02d s", s / 60, s % 60 }') (creating and deleting the instances included)."
+        echo
+        echo "For each size N ($(sc_sizes_text ', ') instances), N stopped busybox containers \`sc-00001\` … are made in the project \`$PROJECT\` on the pool \`default\` of the default profile (dir driver) with \`incus init busybox NAME\`, $JOBS at once (not timed); then, in this order:"
+        echo
+        echo "1. **Snapshots.** Ours: \`incus-snap --project $PROJECT --all\` (default \`--jobs 4\`). CLI: \`for i in …; do incus snapshot create --project $PROJECT \$i; done\`."
+        echo "2. **First push** (the setup of cases 3 and 4; no CLI side): \`incus-push --project $PROJECT --all --to standby --jobs $JOBS\`, a full copy of every instance with its two snapshots."
+        echo "3. **Push, nothing new**: the same command again, every replica current. CLI: \`for i in …; do incus copy -q --project $PROJECT --target-project $PROJECT \$i standby:\$i --refresh; done\` on the same current replicas (the CLI's refresh re-syncs the instance's volume even then)."
+        echo "4. **Push, one new snapshot each**: \`incus-snap --project $PROJECT --all\` (not timed), then the same incus-push command: each replica receives that one snapshot (checked in its \`push\` record), is restored to it and gets its inert configuration. CLI: after its loop of case 3, another \`incus-snap --all\` (not timed), so that again every instance has exactly one snapshot its replica lacks, then the same loop of \`incus copy --refresh\`: it sends that snapshot and re-syncs the volume, nothing more (no restore, the source's configuration copied as it is)."
+        echo "5. **Prune, dry run**: \`incus-prune --project $PROJECT --all --keep-last 1 --dry-run\` (every instance then has two \`auto-*\` snapshots: it decides to delete one each, and deletes nothing). CLI: \`for i in …; do incus snapshot list --project $PROJECT \$i -f csv; done\`, what a shell script would read to decide (without the deciding)."
+        echo
+        echo "Our runs of cases 3 and 4 come before the CLI's (the CLI's refresh rewrites the replicas' configuration, which drops incus-push's marker), case 5 between them. Checked in every run: the records of our tools (N \`snapshot\` records; N \`push\` records \`copied\`, \`up-to-date\`, \`refreshed\`; N dry-run \`pruned\` records), the CLI's listing (3 snapshots per instance), and at the end the same 4 snapshots on every replica as on its source. The instances and their replicas are deleted after each size."
+        echo "Our tools run with \`INCUS_STANDBY_STATS=1\`: \"API requests\" is the count they print on stderr (\`TOOL: stats: N API requests\`). Peak RSS: \`/usr/bin/time -f %M\`. Wall time and daemons' CPU as in the method above."
+        echo
+        echo '| Case | N | Ours: wall time | Per instance | Peak RSS | API requests | Daemons CPU | CLI loop: wall time | Per instance | Daemons CPU | Speed-up |'
+        echo '|---|---|---|---|---|---|---|---|---|---|---|'
+        for c in "${SC_CASES[@]}"; do
+            for n in "${SCALE_SIZES[@]}"; do
+                k=$TMP/sc$n-$c
+                w=$(median "$k.tool" 1)
+                printf '| %s, `%s` | %s | %s | %s | %s MB | %s | %s s | ' "$(sc_case_label "$c")" "$(sc_tool_of "$c")" "$n" \
+                    "$(fmt_s "$w")" "$(sc_per_inst "$w" "$n")" "$(mb "$(max_rss "sc$n-$c")")" "$(cat "$k.api")" "$(median "$k.tool" 2)"
+                if [ -s "$k.cli" ]; then
+                    wc=$(median "$k.cli" 1)
+                    printf '%s | %s | %s s | %sx |\n' "$(fmt_s "$wc")" "$(sc_per_inst "$wc" "$n")" "$(median "$k.cli" 2)" "$(ratio "$wc" "$w")"
+                else
+                    printf '— | — | — | — |\n'
+                fi
+            done
+        done
+        echo
+        echo "Time per instance, $sizes instances (each step's factor in brackets; a step up to ×$SC_GROWTH counts as flat, as run-to-run noise):"
+        echo
+        for c in "${SC_CASES[@]}"; do
+            g=$(sc_growth "$c" tool)
+            verdicts+="${g#*$'\t'} "
+            printf -- '- %s, `%s`: %s: **%s**' "$(sc_case_label "$c")" "$(sc_tool_of "$c")" "${g%%$'\t'*}" "${g#*$'\t'}"
+            if [ -s "$TMP/sc${SCALE_SIZES[0]}-$c.cli" ]; then
+                g=$(sc_growth "$c" cli)
+                printf '; CLI loop: %s: %s' "${g%%$'\t'*}" "${g#*$'\t'}"
+            fi
+            printf '.\n'
+        done
+        echo
+        case " $verdicts" in
+            *" grows "*) echo "The time per instance of our tools **grows** with the number of instances for: $(for c in "${SC_CASES[@]}"; do g=$(sc_growth "$c" tool); [ "${g#*$'\t'}" = grows ] && printf '%s; ' "$(sc_case_label "$c")"; done | sed 's/; $//')." ;;
+            *" one size "*) echo "With a single size there is no growth to tell." ;;
+            *) echo "The time per instance of our tools does not grow with the number of instances: it stays flat or falls (the fixed costs, such as listing the instances and starting the process, spread over more instances)." ;;
+        esac
+        echo
+        echo "API requests of our tools, $sizes instances:"
+        echo
+        for c in "${SC_CASES[@]}"; do
+            api=$(sc_api "$c")
+            printf -- '- %s, `%s`: %s: %s.\n' "$(sc_case_label "$c")" "$(sc_tool_of "$c")" "${api%%$'\t'*}" "${api#*$'\t'}"
+        done
+        echo
+        echo "Peak RSS of our tools (largest of the five cases), $sizes instances: $(for n in "${SCALE_SIZES[@]}"; do printf '%s%s MB' "${sep:-}" "$(mb "$(max_rss "sc$n-snap" "sc$n-first" "sc$n-nothing" "sc$n-one" "sc$n-prune")")"; sep=" → "; done)."
+        echo
+        echo "Disk space of the instances with their 4 snapshots and of their replicas, on both servers (\`du\`, at the end of each size; on dir every snapshot is a full copy): $(for n in "${SCALE_SIZES[@]}"; do printf '%s%s instances %s' "${sep2:-}" "$n" "$(human_bytes "$(cat "$TMP/sc$n.disk")")"; sep2=", "; done). Making the instances took $(for n in "${SCALE_SIZES[@]}"; do printf '%s%s s' "${sep3:-}" "$(cat "$TMP/sc$n.create-s")"; sep3=", "; done), deleting them and their replicas $(for n in "${SCALE_SIZES[@]}"; do printf '%s%s s' "${sep4:-}" "$(cat "$TMP/sc$n.delete-s")"; sep4=", "; done) ($sizes instances; not measured)."
+        echo
+    } >"$TMP/scale.md"
+
+    # The targets, at the largest size.
+    nw=$(median "$TMP/sc$nmax-nothing.tool" 1)
+    na=$(cat "$TMP/sc$nmax-nothing.api")
+    t1=$(awk -v w="$nw" -v a="$na" 'BEGIN { print (w <= 1 && a <= 10 ? "**met**" : "**missed**") }')
+    rss_max=$(max_rss "sc$nmax-snap" "sc$nmax-first" "sc$nmax-nothing" "sc$nmax-one" "sc$nmax-prune")
+    rss_mb=$(mb "$rss_max")
+    t2=$(met "$rss_mb" '<=' 39.999)
+    case " $verdicts" in
+        *" grows "*) t3="**missed**" ;;
+        *" one size "*) t3="— (one size)" ;;
+        *) t3="**met**" ;;
+    esac
+    label=
+    [ "$nmax" -eq 1000 ] || label=" (the targets are set for 1000 instances; this run's largest size is $nmax)"
+    {
+        echo "Targets$label:"
+        echo
+        echo "- incus-push with nothing new over $nmax instances: $(fmt_s "$nw") with $na API requests (target ≤ 1 s with ≤ 10 requests): $t1."
+        echo "- Peak RSS at $nmax instances: $rss_mb MB, the largest of our tools' (target < 40 MB): $t2."
+        echo "- No tool's time per instance grows with N ($sizes): $t3."
+        echo
+    } >>"$TMP/scale.md"
+    {
+        echo "| 10. scale: incus-push, nothing new, $nmax instances | $(fmt_s "$nw"), $na API requests | ≤ 1 s, ≤ 10 requests | $t1 |"
+        echo "| 10. scale: peak RSS of our tools, $nmax instances | $rss_mb MB | < 40 MB | $t2 |"
+        echo "| 10. scale: time per instance, $sizes instances | $(case "$t3" in *met*) echo "no growth" ;; *missed*) echo "grows" ;; *) echo "—" ;; esac) | no growth | $t3 |"
+    } >"$TMP/scale-summary.md"
+}
+
 # splice FILE LO HI SECTIONS ROWS: FILE with its sections LO to HI ("## N. …") and their summary
 # rows ("| N. …") replaced by the files SECTIONS and ROWS: put where the old ones were, or else
 # before the first later section (or "## Summary") and the first later row (or at the end of the
@@ -987,10 +1304,14 @@ fi
 if part history; then
     history_report
 fi
+if part scale; then
+    scale_report
+fi
 if [ -n "$ONLY" ]; then
     case "$ONLY" in
         failover) lo=7 hi=8 what="sections 7 and 8" ;;
         history) lo=9 hi=9 what="section 9" ;;
+        scale) lo=10 hi=10 what="section 10" ;;
     esac
     mkdir -p "$(dirname "$OUT")"
     if [ -e "$OUT" ]; then
@@ -1022,6 +1343,15 @@ C4_R=$(ratio "$(median "$TMP/c4.tool" 1)" "$(median "$TMP/c4.cli" 1)")
 RSS_MB=$(mb "$(max_rss push2 push3 push4)")
 SNAP_RSS_MB=$(mb "$(max_rss snap)")
 C6_MS=$(median "$TMP/c6" 1)
+
+# This run does not measure the scale part: section 10 and its summary rows of the file it
+# replaces are kept as they are.
+: >"$TMP/scale.md"
+: >"$TMP/scale-summary.md"
+if [ -e "$OUT" ]; then
+    awk '/^## / { keep = ($0 ~ /^## 10\. /) } keep' "$OUT" >"$TMP/scale.md"
+    awk '/^## Summary$/ { s = 1 } s && /^\| 10\. /' "$OUT" >"$TMP/scale-summary.md"
+fi
 
 MEM_GIB=$(awk '/^MemTotal:/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
@@ -1133,6 +1463,7 @@ mkdir -p "$(dirname "$OUT")"
     echo
     cat "$TMP/failover.md"
     cat "$TMP/history.md"
+    cat "$TMP/scale.md"
     echo "## Summary"
     echo
     echo "| Case | Result | Target | Met |"
@@ -1145,6 +1476,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "| 6. policy, $POLICY_COUNT snapshots | $C6_MS ms | < 10 ms | $(met "$C6_MS" '<=' 9.999) |"
     cat "$TMP/failover-summary.md"
     cat "$TMP/history-summary.md"
+    cat "$TMP/scale-summary.md"
 } >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 log "wrote $OUT"

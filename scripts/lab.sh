@@ -460,6 +460,18 @@ cmd_up() {
         configure_cluster pcluster-m1 pcluster-m2 primary-cluster
         configure_cluster scluster-m1 scluster-m2 standby-cluster
         remotes+=(primary-cluster standby-cluster)
+        # A member that just (re)started answers on its own socket a moment before its
+        # cluster forwards to it ("Server isn't ready yet"): wait for that too.
+        for d in pcluster-m1 scluster-m1; do
+            local m i
+            for m in m1 m2; do
+                for i in $(seq 120); do
+                    lincus "$d" query "/1.0/resources?target=$m" >/dev/null 2>&1 && break
+                    [ "$i" -lt 120 ] || die "cluster member $m (via $d) does not serve requests"
+                    sleep 0.5
+                done
+            done
+        done
     fi
     # The CLI over HTTPS must work with the lab conf (client cert trusted, server cert pinned).
     for d in "${remotes[@]}"; do

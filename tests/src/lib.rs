@@ -710,9 +710,22 @@ pub struct Instance {
     pub remote: String,
     /// The project (`None`: the remote's default project).
     pub project: Option<String>,
+    /// The remote whose copy of the same name the guard deletes too: `standby`, or with
+    /// [`InstanceBuilder::replicas_on`] another (`standby-cluster`).
+    pub replicas: String,
 }
 
 impl Instance {
+    /// A guard for an instance that exists already (made by a tool under test).
+    pub fn existing(remote: &str, name: &str) -> Instance {
+        Instance {
+            name: name.to_string(),
+            remote: remote.to_string(),
+            project: None,
+            replicas: "standby".to_string(),
+        }
+    }
+
     /// `incus launch busybox REMOTE:NAME`: a running instance on the default pool.
     pub fn launch(remote: &str, name: &str) -> Instance {
         Instance::builder(remote, name).build()
@@ -733,6 +746,8 @@ impl Instance {
             profiles: Vec::new(),
             config: Vec::new(),
             running: true,
+            member: None,
+            replicas: "standby".to_string(),
         }
     }
 
@@ -800,8 +815,8 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         let mut remotes = vec![self.remote.as_str()];
-        if self.remote != "standby" {
-            remotes.push("standby");
+        if self.remote != self.replicas {
+            remotes.push(self.replicas.as_str());
         }
         for remote in remotes {
             let mut args = self.project_args();
@@ -872,9 +887,23 @@ pub struct InstanceBuilder {
     profiles: Vec<String>,
     config: Vec<(String, String)>,
     running: bool,
+    member: Option<String>,
+    replicas: String,
 }
 
 impl InstanceBuilder {
+    /// On a cluster remote: the member (`--target MEMBER`).
+    pub fn member(mut self, member: &str) -> Self {
+        self.member = Some(member.to_string());
+        self
+    }
+
+    /// The remote where the guard also deletes the instance's replica (default `standby`).
+    pub fn replicas_on(mut self, remote: &str) -> Self {
+        self.replicas = remote.to_string();
+        self
+    }
+
     /// The storage pool of the root disk (`-s POOL`), e.g. `btrfs`.
     pub fn storage(mut self, pool: &str) -> Self {
         self.storage = Some(pool.to_string());
@@ -911,6 +940,7 @@ impl InstanceBuilder {
             name: self.name,
             remote: self.remote,
             project: self.project,
+            replicas: self.replicas,
         };
         let mut args = instance.project_args();
         args.push(if self.running { "launch" } else { "init" }.to_string());
@@ -919,6 +949,9 @@ impl InstanceBuilder {
         args.push(instance.address());
         if let Some(pool) = self.storage {
             args.extend(["-s".to_string(), pool]);
+        }
+        if let Some(member) = self.member {
+            args.extend(["--target".to_string(), member]);
         }
         if !self.profiles.is_empty() {
             args.extend(["-p".to_string(), "default".to_string()]);

@@ -427,11 +427,7 @@ fn failback_brings_the_standbys_data_home_and_keeps_the_old_primarys() {
         aside.starts_with(&format!("{name}-before-failback-")),
         "{record}"
     );
-    let guard = Instance {
-        name: aside.clone(),
-        remote: "local".into(),
-        project: None,
-    };
+    let guard = Instance::existing("local", &aside);
     assert!(snapshots_of(&aside, None).contains(&"only-on-the-old-primary".to_string()));
     assert_eq!(config_get(&aside, "boot.autostart"), "false");
 
@@ -541,11 +537,7 @@ fn a_failback_interrupted_at_its_steps_resumes() {
         let asides =
             incus_standby_tests::instances_named("local", &format!("{name}-before-failback-"));
         assert_eq!(asides.len(), 1, "{point}: {asides:?}");
-        let _aside = Instance {
-            name: asides[0].clone(),
-            remote: "local".into(),
-            project: None,
-        };
+        let _aside = Instance::existing("local", &asides[0]);
     }
 }
 
@@ -586,11 +578,7 @@ fn a_failing_failback_leaves_the_service_running_and_btrfs_is_refused() {
     assert_eq!(status_of(&name), "RUNNING");
     assert_eq!(status_of(&standby), "STOPPED");
     let asides = incus_standby_tests::instances_named("local", &format!("{name}-before-failback-"));
-    let _aside = Instance {
-        name: asides.first().cloned().unwrap_or_default(),
-        remote: "local".into(),
-        project: None,
-    };
+    let _aside = Instance::existing("local", asides.first().map_or("", String::as_str));
 
     let b = Instance::builder("local", &unique("fo-back-btrfs"))
         .storage("btrfs")
