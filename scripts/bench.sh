@@ -164,10 +164,16 @@ drop_history_archives() {
     fi
 }
 
+# The script's own stderr, for on_exit: an interruption can end the script inside a function
+# whose stderr goes to a file (sc_tool's, `bi … 2>FILE`). Opened after `scripts/lab.sh up`, so
+# that no lab daemon inherits it.
+exec {STDERR}>&2
+
 on_exit() {
     local rc=$? r
     trap - EXIT INT TERM
     set +e
+    exec 2>&"$STDERR"
     if [ ${#HISTORY_NAMES[@]} -gt 0 ]; then
         log "deleting the history part's archive points on standby (project $ARCHIVE_PROJECT)"
         drop_history_archives || log "warning: could not delete the archive points of ${HISTORY_NAMES[*]}"
@@ -753,9 +759,18 @@ records() { grep -c "\"type\":\"$2\"" "$1" || true; } # FILE TYPE: how many reco
 
 # The CLI loops, over the instances SC_SET.
 sc_cli_snapshot() { local i; for i in "${SC_SET[@]}"; do bi snapshot create "$i"; done; }
+# sc_cli_refresh KEY: the loop of `incus copy --refresh`. Incus 6.0.4 sometimes fails one with
+# "ETag doesn't match" (after the transfer the CLI reads the replica and updates its
+# configuration with the ETag it read, and the daemon refuses it as changed in between): such a
+# refresh is run again, as a script would have to, and noted in $TMP/KEY.retries.
 sc_cli_refresh() {
     local i
-    for i in "${SC_SET[@]}"; do bi copy -q --target-project "$PROJECT" "$i" "standby:$i" --refresh; done
+    for i in "${SC_SET[@]}"; do
+        bi copy -q --target-project "$PROJECT" "$i" "standby:$i" --refresh 2>"$TMP/copy.err" && continue
+        printf '%s: %s\n' "$i" "$(tr '\n' ' ' <"$TMP/copy.err")" >>"$TMP/$1.retries"
+        bi copy -q --target-project "$PROJECT" "$i" "standby:$i" --refresh 2>"$TMP/copy.err" ||
+            die "scale: incus copy --refresh of $i failed twice: $(cat "$TMP/copy.err")"
+    done
 }
 sc_cli_list() {
     local i
@@ -827,11 +842,20 @@ if part scale; then
         [ "$(grep -c . "$TMP/sc-list.out")" -eq $((3 * n)) ] ||
             die "scale: the CLI listed $(grep -c . "$TMP/sc-list.out") snapshots, not $((3 * n))"
 
+        # Whether the CLI's refreshes send only what is new: the creation times of the first
+        # instance's snapshots on the standby, before and after each loop (a snapshot deleted
+        # and received again has a new one).
+        snapshot_times "standby:${SC_SET[0]}" >"$TMP/sc-times.0"
         log "scale, $n instances: 3. nothing new, CLI loop"
-        timed "$k-nothing" cli sc_cli_refresh
+        timed "$k-nothing" cli sc_cli_refresh "$k-nothing"
+        snapshot_times "standby:${SC_SET[0]}" >"$TMP/sc-times.1"
+        resent "$TMP/sc-times.0" "$TMP/sc-times.1" >"$TMP/$k-nothing.resent"
         log "scale, $n instances: 4. one new snapshot each, incus-snap (not timed) then CLI loop"
         sc_snap_all "$n"
-        timed "$k-one" cli sc_cli_refresh
+        timed "$k-one" cli sc_cli_refresh "$k-one"
+        snapshot_times "standby:${SC_SET[0]}" >"$TMP/sc-times.2"
+        resent "$TMP/sc-times.1" "$TMP/sc-times.2" >"$TMP/$k-one.resent"
+        [ "$(wc -l <"$TMP/sc-times.2")" -eq 4 ] || die "scale: cannot read the snapshots of standby:${SC_SET[0]}: $(cat "$TMP/sc-times.2")"
 
         # Every replica has the 4 snapshots of its source.
         snapshot_counts local >"$TMP/sc-counts.local"
@@ -1166,12 +1190,13 @@ sc_api() {
         else printf "\tabout %.2f more per instance\n", (a[k] - a[1]) / (n[k] - n[1])
     }'
 }
+sc_bytes() { awk -v b="$1" 'BEGIN { printf (b < 1073741824 ? "%.0f MB" : "%.1f GB"), (b < 1073741824 ? b / 1048576 : b / 1073741824) }'; }
 sc_per_inst() { awk -v v="$1" -v n="$2" 'BEGIN { t = v * 1000 / n; printf (t < 10 ? "%.2f ms" : "%.1f ms"), t }'; }
 sc_sizes_text() { local s="${SCALE_SIZES[*]}"; echo "${s// /${1:- → }}"; } # [SEPARATOR]
 
 # Section 10 into $TMP/scale.md, its summary rows into $TMP/scale-summary.md.
 scale_report() {
-    local n c k w wc label g api verdicts="" nmax=${SCALE_SIZES[-1]} t1 t2 t3 rss_max rss_mb nw na sizes
+    local n c k w wc label g api retried resent_any verdicts="" nmax=${SCALE_SIZES[-1]} t1 t2 t3 rss_max rss_mb nw na sizes
     sizes=$(sc_sizes_text)
     {
         echo "## 10. Scale"
@@ -1206,6 +1231,32 @@ scale_report() {
             done
         done
         echo
+        retried=
+        for c in nothing one; do
+            for n in "${SCALE_SIZES[@]}"; do
+                [ -s "$TMP/sc$n-$c.retries" ] || continue
+                retried+="${retried:+; }$(sc_case_label "$c"), $n instances: $(grep -c . "$TMP/sc$n-$c.retries") (the first: \`$(head -n 1 "$TMP/sc$n-$c.retries" | sed 's/ *$//')\`)"
+            done
+        done
+        if [ -n "$retried" ]; then
+            echo "Some of the CLI's \`incus copy --refresh\` failed and were run again (the time of both runs is in the CLI's wall time): $retried. After the transfer the CLI reads the replica and updates its configuration with the ETag it read; the daemon can refuse that update as made on an instance that changed in between (\"ETag doesn't match\")."
+        else
+            echo "None of the CLI's \`incus copy --refresh\` failed (the script runs a failed one again, noting it: Incus 6.0.4 sometimes fails one with \"ETag doesn't match\")."
+        fi
+        echo
+        resent_any=
+        for c in nothing one; do
+            for n in "${SCALE_SIZES[@]}"; do
+                [ -z "$(tr -d ' \n' <"$TMP/sc$n-$c.resent")" ] ||
+                    resent_any+="${resent_any:+; }$(sc_case_label "$c"), $n instances: $(words "$TMP/sc$n-$c.resent")"
+            done
+        done
+        if [ -n "$resent_any" ]; then
+            echo "On the first instance, \`sc-00001\`, the CLI's refresh also deleted and received again existing snapshots (their creation times on the standby changed): $resent_any."
+        else
+            echo "On the first instance, \`sc-00001\`, the CLI's refreshes received no existing snapshot again (the creation times of its replica's snapshots did not change): case 4's loop sent only the new snapshot (and re-synced the volume)."
+        fi
+        echo
         echo "Time per instance, $sizes instances (each step's factor in brackets; a step up to ×$SC_GROWTH counts as flat, as run-to-run noise):"
         echo
         for c in "${SC_CASES[@]}"; do
@@ -1234,7 +1285,7 @@ scale_report() {
         echo
         echo "Peak RSS of our tools (largest of the five cases), $sizes instances: $(for n in "${SCALE_SIZES[@]}"; do printf '%s%s MB' "${sep:-}" "$(mb "$(max_rss "sc$n-snap" "sc$n-first" "sc$n-nothing" "sc$n-one" "sc$n-prune")")"; sep=" → "; done)."
         echo
-        echo "Disk space of the instances with their 4 snapshots and of their replicas, on both servers (\`du\`, at the end of each size; on dir every snapshot is a full copy): $(for n in "${SCALE_SIZES[@]}"; do printf '%s%s instances %s' "${sep2:-}" "$n" "$(human_bytes "$(cat "$TMP/sc$n.disk")")"; sep2=", "; done). Making the instances took $(for n in "${SCALE_SIZES[@]}"; do printf '%s%s s' "${sep3:-}" "$(cat "$TMP/sc$n.create-s")"; sep3=", "; done), deleting them and their replicas $(for n in "${SCALE_SIZES[@]}"; do printf '%s%s s' "${sep4:-}" "$(cat "$TMP/sc$n.delete-s")"; sep4=", "; done) ($sizes instances; not measured)."
+        echo "Disk space of the instances with their 4 snapshots and of their replicas, on both servers (\`du\`, at the end of each size; on dir every snapshot is a full copy): $(for n in "${SCALE_SIZES[@]}"; do printf '%s%s instances %s' "${sep2:-}" "$n" "$(sc_bytes "$(cat "$TMP/sc$n.disk")")"; sep2=", "; done). Making the instances took $(for n in "${SCALE_SIZES[@]}"; do printf '%s%s s' "${sep3:-}" "$(cat "$TMP/sc$n.create-s")"; sep3=", "; done), deleting them and their replicas $(for n in "${SCALE_SIZES[@]}"; do printf '%s%s s' "${sep4:-}" "$(cat "$TMP/sc$n.delete-s")"; sep4=", "; done) ($sizes instances; not measured)."
         echo
     } >"$TMP/scale.md"
 

@@ -13,8 +13,10 @@ use std::collections::BTreeMap;
 
 use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
+use incus_core::api::projects::PooledSnapshots;
 use incus_core::api::snapshots::{self, Snapshot};
 use incus_core::cli::usage;
+use incus_core::client::Client;
 use incus_core::duration::ExpiryDuration;
 use incus_core::interrupt;
 use incus_core::record::{
@@ -49,6 +51,7 @@ pub fn run(args: &Args, output: &Output) -> Result<()> {
         upstream: &upstream,
         connections: &selection.connections,
         output,
+        pooled: Default::default(),
     };
     incus_core::parallel::map(&selection.instances, args.jobs, |selected| {
         context.prune(selected);
@@ -203,6 +206,29 @@ struct Context<'a> {
     upstream: &'a Upstream,
     connections: &'a Connections,
     output: &'a Output,
+    /// Snapshot lists read once per remote and project from the storage pools: a run where
+    /// nothing is to be deleted costs a constant number of requests.
+    pooled: PooledSnapshots,
+}
+
+/// Where [`Context::decide`] reads snapshot lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lists {
+    /// The run's storage pool listings (a constant number of requests per run).
+    Pooled,
+    /// Each instance's own list, the authoritative one: every action is decided from it.
+    Own,
+}
+
+/// What [`Context::decide`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Decided {
+    /// Nothing to delete, nothing to report.
+    NothingToDo,
+    /// Decide again from the instances' own lists.
+    LookCloser,
+    /// Decided and done from the instances' own lists.
+    Done,
 }
 
 /// How a replica's snapshots compare with the instance's.
@@ -214,18 +240,33 @@ enum ReplicaState {
 }
 
 impl Context<'_> {
+    /// Prunes one instance. Without `--explain`, the run's pool listings decide first: an
+    /// instance they show with nothing to delete costs no request of its own. Anything else
+    /// (a deletion, a note, an error, a list the listings lack) is decided again from the
+    /// instance's and its replicas' own lists, and only that decision is acted on.
     fn prune(&self, selected: &Selected) {
+        if !self.args.explain && self.decide(selected, Lists::Pooled) == Decided::NothingToDo {
+            return;
+        }
+        self.decide(selected, Lists::Own);
+    }
+
+    /// Decides, and with [`Lists::Own`] acts. With [`Lists::Pooled`] it writes nothing and
+    /// changes nothing: it says [`Decided::NothingToDo`] or [`Decided::LookCloser`].
+    fn decide(&self, selected: &Selected, lists: Lists) -> Decided {
+        let quick = lists == Lists::Pooled;
         let of = &selected.of;
         let output = self.output;
-        let all = match snapshots::list(&selected.client, &of.instance) {
-            Ok(list) => list,
-            Err(e) => {
+        let all = match self.snapshots(&selected.client, &of.instance, lists) {
+            Some(Ok(list)) => list,
+            Some(Err(e)) if !quick => {
                 output.error(
                     Some(of),
                     &format!("listing the snapshots of {}: {e}", address(of)),
                 );
-                return;
+                return Decided::Done;
             }
+            _ => return Decided::LookCloser,
         };
         let now = Utc::now();
         let (future, candidates): (Vec<Candidate>, Vec<Candidate>) = all
@@ -242,10 +283,13 @@ impl Context<'_> {
             self.kept(of, candidate, vec!["future-dated".to_string()]);
         }
         if candidates.is_empty() {
-            return;
+            return Decided::NothingToDo;
         }
 
         if self.upstream.failed(of) {
+            if quick {
+                return Decided::LookCloser;
+            }
             output.note(&format!(
                 "{of}: incus-push failed for it upstream; nothing deleted, so that no snapshot the replica lacks is lost (fix the push, then prune again)"
             ));
@@ -256,13 +300,18 @@ impl Context<'_> {
                     vec!["incus-push failed upstream".to_string()],
                 );
             }
-            return;
+            return Decided::Done;
         }
 
         // The replication anchors: snapshot name -> reasons.
         let mut anchors: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for replica in self.replicas(of) {
-            match self.replica_snapshots(&replica) {
+            let state = match self.replica_snapshots(&replica, lists) {
+                Some(state) => state,
+                None => return Decided::LookCloser,
+            };
+            match state {
+                Ok(ReplicaState::Missing) | Err(_) if quick => return Decided::LookCloser,
                 Ok(ReplicaState::Missing) => {
                     output.note(&format!(
                         "{of}: no replica {} (wrong --replica-project, or not pushed yet?); nothing deleted, since nothing of it is replicated there",
@@ -275,7 +324,7 @@ impl Context<'_> {
                             vec![format!("no-replica {}", replica.remote)],
                         );
                     }
-                    return;
+                    return Decided::Done;
                 }
                 Ok(ReplicaState::Listed(theirs)) => {
                     if let Some(anchor) = anchor(&all, &theirs) {
@@ -294,7 +343,7 @@ impl Context<'_> {
                             replica.remote
                         ),
                     );
-                    return;
+                    return Decided::Done;
                 }
             }
         }
@@ -310,9 +359,19 @@ impl Context<'_> {
         }
         let mut decisions = decide(&candidates, &rules);
         decisions.reverse(); // oldest first
+        if quick {
+            let deletes = decisions
+                .iter()
+                .any(|d| d.reasons.is_empty() && !anchors.contains_key(&d.name));
+            return if deletes {
+                Decided::LookCloser
+            } else {
+                Decided::NothingToDo
+            };
+        }
         for decision in decisions {
             if interrupt::requested() {
-                return;
+                return Decided::Done;
             }
             let mut reasons: Vec<String> = decision.reasons.iter().map(|r| r.to_string()).collect();
             if let Some(anchor) = anchors.get(&decision.name) {
@@ -328,6 +387,7 @@ impl Context<'_> {
                 self.kept(of, &candidate, reasons);
             }
         }
+        Decided::Done
     }
 
     /// The replicas of an instance: `--replica`, then those of the `push` records.
@@ -358,14 +418,42 @@ impl Context<'_> {
         replicas
     }
 
-    fn replica_snapshots(&self, replica: &Replica) -> incus_core::Result<ReplicaState> {
-        let client = self
+    /// A replica's snapshots from `lists` (`None`: the pool listings do not know it).
+    fn replica_snapshots(
+        &self,
+        replica: &Replica,
+        lists: Lists,
+    ) -> Option<incus_core::Result<ReplicaState>> {
+        let client = match self
             .connections
-            .client(&replica.remote, Some(&replica.project))?;
-        match snapshots::list(&client, &replica.instance) {
+            .client(&replica.remote, Some(&replica.project))
+        {
+            Ok(client) => client,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(match self.snapshots(&client, &replica.instance, lists)? {
             Ok(list) => Ok(ReplicaState::Listed(list)),
             Err(e) if e.is_not_found() => Ok(ReplicaState::Missing),
             Err(e) => Err(e),
+        })
+    }
+
+    /// An instance's snapshots, oldest first, from `lists` (`None`: the pool listings do not
+    /// know it).
+    fn snapshots(
+        &self,
+        client: &Client,
+        instance: &str,
+        lists: Lists,
+    ) -> Option<incus_core::Result<Vec<Snapshot>>> {
+        match lists {
+            Lists::Pooled => self.pooled.of(client, instance).map(|listed| {
+                Ok(listed
+                    .into_iter()
+                    .map(|(name, created_at)| Snapshot::listed(name, created_at))
+                    .collect())
+            }),
+            Lists::Own => Some(snapshots::list(client, instance)),
         }
     }
 

@@ -374,3 +374,57 @@ fn the_pipeline_keeps_the_next_push_incremental() {
     assert_eq!(record["snapshots"], serde_json::json!([]), "{record}");
     assert_eq!(snapshots_of(&replica, None), ["auto-d"]);
 }
+
+/// Scale: a run with nothing to delete decides from the storage pools' listings, so its
+/// requests do not grow with the instances; a run that deletes reads each instance's own
+/// list first (the listing only spares the instances with nothing to do).
+#[test]
+fn nothing_to_delete_costs_the_same_for_two_instances_as_for_five() {
+    let instances: Vec<Instance> = (0..5)
+        .map(|i| Instance::create("local", &unique(&format!("prune-scale{i}"))))
+        .collect();
+    for c in &instances {
+        c.snapshot("auto-1");
+    }
+    let names: Vec<&str> = instances.iter().map(|c| c.name.as_str()).collect();
+    push(&names).assert_success();
+    let requests = |names: &[&str]| {
+        let out = tool("incus-prune")
+            .env("INCUS_STANDBY_STATS", "1")
+            .args(["--keep-last", "1", "--replica", "standby"])
+            .args(names)
+            .run();
+        out.assert_success();
+        assert!(out.records_of("pruned").is_empty(), "{}", out.stdout);
+        out.stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("incus-prune: stats: "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("no stats line: {}", out.stderr))
+    };
+    assert_eq!(requests(&names[..2]), requests(&names));
+
+    // One more snapshot each and --keep-last 1: the old ones go, decided from each
+    // instance's own list; the replica keeps what it has.
+    std::thread::sleep(Duration::from_millis(1100));
+    for c in &instances {
+        c.snapshot("auto-2");
+    }
+    push(&names).assert_success();
+    let out = prune(&[
+        "--keep-last",
+        "1",
+        "--replica",
+        "standby",
+        names[0],
+        names[1],
+    ]);
+    out.assert_success();
+    assert_eq!(out.records_of("pruned").len(), 2, "{}", out.stdout);
+    assert_eq!(instances[0].snapshots(), ["auto-2"]);
+    assert_eq!(
+        snapshots_of(&format!("standby:{}", names[0]), None),
+        ["auto-1", "auto-2"]
+    );
+}

@@ -1,6 +1,9 @@
 //! Projects and storage pools: the archive project, pool drivers, and every snapshot of a
 //! project in one call per pool.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
 use serde::Deserialize;
 use serde_json::json;
 
@@ -102,4 +105,43 @@ pub fn snapshots_by_instance(client: &Client) -> Result<SnapshotsByInstance> {
         list.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
     }
     Ok(all)
+}
+
+/// The listings of [`snapshots_by_instance`], read at most once per remote and project and
+/// shared between threads: what a run needs to compare snapshot lists, in a constant number
+/// of requests whatever the number of instances.
+#[derive(Default)]
+pub struct PooledSnapshots {
+    /// Per (remote, project): the listing, or `None` when it is not to be used.
+    cache: Mutex<BTreeMap<(String, String), Listing>>,
+}
+
+type Listing = Option<Arc<SnapshotsByInstance>>;
+
+impl PooledSnapshots {
+    /// One instance's snapshots (name, creation time), oldest first, as its project's storage
+    /// pools list them. `None` when that is not known: the listing failed, holds no snapshot
+    /// at all (Incus 6.0.4 lists instance snapshots among a pool's volumes; a release that
+    /// leaves them out would otherwise make every instance look snapshot-less), or lacks the
+    /// instance (made after the listing). Callers then read the instance's own list.
+    pub fn of(
+        &self,
+        client: &Client,
+        instance: &str,
+    ) -> Option<Vec<(String, chrono::DateTime<chrono::Utc>)>> {
+        let key = (client.remote().to_string(), client.project().to_string());
+        let listing = {
+            let mut cache = self.cache.lock().ok()?;
+            cache
+                .entry(key)
+                .or_insert_with(|| {
+                    snapshots_by_instance(client)
+                        .ok()
+                        .filter(|listing| listing.values().any(|list| !list.is_empty()))
+                        .map(Arc::new)
+                })
+                .clone()?
+        };
+        listing.get(instance).cloned()
+    }
 }

@@ -27,6 +27,19 @@ pub struct Snapshot {
     pub config: BTreeMap<String, String>,
 }
 
+impl Snapshot {
+    /// A snapshot known by its name and creation time only (from a pool's volume listing).
+    pub fn listed(name: String, created_at: DateTime<Utc>) -> Snapshot {
+        Snapshot {
+            name,
+            created_at,
+            expires_at: None,
+            stateful: false,
+            config: BTreeMap::new(),
+        }
+    }
+}
+
 /// `expires_at` as Incus takes it: RFC 3339, or the zero time for "never".
 fn expiry_text(expires_at: Option<DateTime<Utc>>) -> String {
     match expires_at {

@@ -91,8 +91,6 @@ pub struct Options {
     pub allow_fenced: bool,
 }
 
-type PooledSnapshots = std::sync::Arc<crate::api::projects::SnapshotsByInstance>;
-
 /// The standby's retention for archive points.
 #[derive(Debug, Clone)]
 pub struct ArchiveOptions {
@@ -147,9 +145,9 @@ pub struct Replicator<'a> {
     /// The standby's instances per project, listed once (`None`: the
     /// listing failed; every instance then reads its replica itself).
     replicas: Mutex<BTreeMap<String, Option<BTreeMap<String, Instance>>>>,
-    /// The snapshots the storage pools list, per remote and project, read once (`None`: the
-    /// listing failed; the fast path is then skipped).
-    pooled: Mutex<BTreeMap<(String, String), Option<PooledSnapshots>>>,
+    /// The snapshots the storage pools list, per remote and project, read once (where not
+    /// known, the fast path is skipped).
+    pooled: crate::api::projects::PooledSnapshots,
     /// Profile names per standby project, listed once.
     profiles: Mutex<BTreeMap<String, BTreeSet<String>>>,
     /// Progress bars on a terminal (hidden otherwise): one per transfer under way, and the
@@ -197,7 +195,7 @@ impl<'a> Replicator<'a> {
             standby_members: membership.members,
             profiles: Mutex::new(BTreeMap::new()),
             replicas: Mutex::new(BTreeMap::new()),
-            pooled: Mutex::new(BTreeMap::new()),
+            pooled: Default::default(),
             bars: if std::io::stderr().is_terminal() {
                 indicatif::MultiProgress::new()
             } else {
@@ -745,20 +743,9 @@ impl<'a> Replicator<'a> {
     }
 
     /// One instance's snapshots as its project's storage pools list them (read once per
-    /// remote and project).
+    /// remote and project; `None`: not known, read the instance's own list).
     fn pooled_snapshots(&self, client: &Client, name: &str) -> Option<Vec<SnapshotId>> {
-        let key = (client.remote().to_string(), client.project().to_string());
-        let mut cache = self.pooled.lock().ok()?;
-        let listing = cache.entry(key).or_insert_with(|| {
-            crate::api::projects::snapshots_by_instance(client)
-                .ok()
-                // Incus 6.0.4 lists instance snapshots among a pool's volumes; later releases
-                // may leave them out. A listing without any snapshot is never trusted: two of
-                // them would make every replica look current.
-                .filter(|listing| listing.values().any(|snapshots| !snapshots.is_empty()))
-                .map(std::sync::Arc::new)
-        });
-        let list = listing.as_ref()?.get(name)?;
+        let list = self.pooled.of(client, name)?;
         Some(
             list.iter()
                 .map(|(snapshot, at)| SnapshotId::new(snapshot, *at))
