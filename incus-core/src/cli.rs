@@ -158,7 +158,7 @@ pub fn run(
         }
     };
     let pipeline = output.finish(own);
-    if std::env::var_os("INCUS_STANDBY_STATS").is_some_and(|v| v == "1") {
+    if std::env::var_os("INCUS_STANDBY_STATS").is_some_and(|v| v == "1" || v == "2") {
         eprintln!(
             "{tool}: stats: {} API requests",
             crate::client::API_CALLS.load(std::sync::atomic::Ordering::Relaxed)

@@ -138,9 +138,16 @@ pub struct KeptRecord {
 pub struct StatusRecord {
     #[serde(flatten)]
     pub of: InstanceRef,
+    /// The cluster member holding the primary copy (absent on a single server, or when the
+    /// primary does not answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
     pub standby: String,
     pub replica_project: String,
     pub replica_instance: String,
+    /// The cluster member holding the replica (absent on a single standby).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica_location: Option<String>,
     /// `up`, `unreachable` or `missing` (the primary answers, but has no such instance).
     pub primary: String,
     /// Why the primary is unreachable.

@@ -118,7 +118,7 @@ pub fn assess(
     standby_networks: &BTreeSet<String>,
     now: DateTime<Utc>,
 ) -> StatusRecord {
-    let (primary_word, primary_running, primary_newest, fenced) = match primary {
+    let (primary_word, primary_running, primary_newest, fenced, location) = match primary {
         PrimaryView::Up {
             instance,
             snapshots,
@@ -127,16 +127,21 @@ pub fn assess(
             Some(instance.is_running()),
             snapshots.last(),
             Some(instance.config.contains_key(FENCED_KEY)),
+            instance.member().map(str::to_string),
         ),
-        PrimaryView::Unreachable(_) => ("unreachable", None, None, None),
-        PrimaryView::Missing => ("missing", None, None, None),
+        PrimaryView::Unreachable(_) => ("unreachable", None, None, None, None),
+        PrimaryView::Missing => ("missing", None, None, None, None),
     };
     let mut problems = Vec::new();
     let mut record = StatusRecord {
         of: pair.of.clone(),
+        location,
         standby: standby.to_string(),
         replica_project: pair.replica_project.clone(),
         replica_instance: pair.of.instance.clone(),
+        replica_location: replica
+            .and_then(|r| r.instance.member())
+            .map(str::to_string),
         primary: primary_word.to_string(),
         primary_error: match primary {
             PrimaryView::Unreachable(why) => Some(why.clone()),

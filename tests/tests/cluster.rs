@@ -276,6 +276,18 @@ fn cluster_to_cluster_keeps_members_promotes_and_fails_back_in_place() {
     let one = count(&[a.address()]);
     let two = count(&[a.address(), b.address()]);
     assert_eq!(one, two, "the requests grow with the instances");
+    let status = tool("incus-failover")
+        .args(["status", "--standby", "standby-cluster", &a.address()])
+        .run();
+    status.assert_success();
+    let record = status
+        .records_of("status")
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    assert_eq!(record["location"], "m2", "{}", status.stdout);
+    assert_eq!(record["replica_location"], "m2");
+    assert_eq!(record["ready"], true);
 
     // Promotion: the replica starts where it lives.
     let promoted = tool("incus-failover")

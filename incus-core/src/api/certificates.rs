@@ -223,7 +223,7 @@ pub fn create_token_for(
     });
     let request = Request::post("/certificates", body).project(Some("default"));
     let op = match client.send(&request)? {
-        Reply::Async(op) => op,
+        Reply::Async(op) => *op,
         Reply::Sync { .. } => {
             return Err(Error::protocol(
                 remote,

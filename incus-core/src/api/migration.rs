@@ -174,7 +174,7 @@ impl Transfer<'_> {
             self.source_path(),
             self.source_request(target),
         ))? {
-            Reply::Async(op) => Ok(op),
+            Reply::Async(op) => Ok(*op),
             Reply::Sync { .. } => Err(Error::protocol(
                 self.source.remote(),
                 "the migration source answered without an operation",
@@ -188,7 +188,7 @@ impl Transfer<'_> {
             request = request.query("target", placement);
         }
         match self.target.send(&request)? {
-            Reply::Async(op) => Ok(op),
+            Reply::Async(op) => Ok(*op),
             Reply::Sync { .. } => Err(Error::protocol(
                 self.target.remote(),
                 "the migration target answered without an operation",

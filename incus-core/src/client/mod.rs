@@ -12,6 +12,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 pub use operation::{Operation, WaitOptions};
 
@@ -101,11 +102,13 @@ pub fn escape(segment: &str) -> String {
 pub enum Reply {
     /// A synchronous answer: its metadata and the ETag header, if any.
     Sync {
-        metadata: Value,
+        /// Kept as text, decoded by the caller into its own type: a listing of a thousand
+        /// instances never becomes a `serde_json::Value` tree (several times its size).
+        metadata: Box<RawValue>,
         etag: Option<String>,
     },
     /// A background operation was started.
-    Async(Operation),
+    Async(Box<Operation>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,7 +120,7 @@ struct Envelope {
     #[serde(default)]
     error: String,
     #[serde(default)]
-    metadata: Value,
+    metadata: Option<Box<RawValue>>,
 }
 
 #[derive(Clone)]
@@ -154,7 +157,8 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// Requests sent by this process (`INCUS_STANDBY_STATS=1` prints it when a tool ends).
+/// Requests sent by this process (`INCUS_STANDBY_STATS=1` prints it when a tool ends; `2`
+/// also prints each request as it is sent).
 pub static API_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl Client {
@@ -357,14 +361,14 @@ impl Client {
 
     /// `GET /1.0`, cached for the life of the client.
     pub fn server(&self) -> Result<Arc<ServerInfo>> {
-        if let Ok(cached) = self.server.lock()
-            && let Some(info) = cached.as_ref()
-        {
+        // Held while reading: threads sharing this client send one request, not one each.
+        let mut cached = self.server.lock().ok();
+        if let Some(info) = cached.as_ref().and_then(|c| c.as_ref()) {
             return Ok(info.clone());
         }
         let info: Arc<ServerInfo> = Arc::new(self.get("")?);
-        if let Ok(mut cached) = self.server.lock() {
-            *cached = Some(info.clone());
+        if let Some(cached) = cached.as_mut() {
+            **cached = Some(info.clone());
         }
         Ok(info)
     }
@@ -423,6 +427,9 @@ impl Client {
     pub fn send(&self, request: &Request) -> Result<Reply> {
         API_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let url = self.url_of(request);
+        if std::env::var_os("INCUS_STANDBY_STATS").is_some_and(|v| v == "2") {
+            eprintln!("{}: {} {url}", self.remote, request.method);
+        }
         let mut builder = self.http.request(request.method.clone(), &url);
         if let Some(body) = &request.body {
             builder = builder
@@ -449,16 +456,16 @@ impl Client {
                 ),
             )
         })?;
+        let metadata = envelope
+            .metadata
+            .unwrap_or_else(|| RawValue::NULL.to_owned());
         match envelope.kind.as_str() {
-            "sync" => Ok(Reply::Sync {
-                metadata: envelope.metadata,
-                etag,
-            }),
+            "sync" => Ok(Reply::Sync { metadata, etag }),
             "async" => {
-                let op: Operation = serde_json::from_value(envelope.metadata).map_err(|e| {
+                let op: Operation = serde_json::from_str(metadata.get()).map_err(|e| {
                     Error::protocol(&self.remote, format!("operation metadata: {e}"))
                 })?;
-                Ok(Reply::Async(op))
+                Ok(Reply::Async(Box::new(op)))
             }
             _ => Err(Error::Api {
                 remote: self.remote.clone(),
@@ -490,7 +497,7 @@ impl Client {
     pub fn fetch<T: DeserializeOwned>(&self, request: &Request) -> Result<(T, Option<String>)> {
         match self.send(request)? {
             Reply::Sync { metadata, etag } => {
-                let value = serde_json::from_value(metadata)
+                let value = serde_json::from_str(metadata.get())
                     .map_err(|e| Error::protocol(&self.remote, format!("{}: {e}", request.path)))?;
                 Ok((value, etag))
             }

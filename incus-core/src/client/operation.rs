@@ -110,10 +110,10 @@ impl Client {
                 .send(&Request::get(format!("{path}/wait")).query("timeout", "1"))
             {
                 Ok(Reply::Sync { metadata, .. }) => {
-                    serde_json::from_value::<Operation>(metadata)
+                    serde_json::from_str::<Operation>(metadata.get())
                         .map_err(|e| Error::protocol(&self.remote, format!("operation: {e}")))?
                 }
-                Ok(Reply::Async(op)) => op,
+                Ok(Reply::Async(op)) => *op,
                 Err(Error::Api { message, .. }) => {
                     match self.fetch::<Operation>(&Request::get(path.clone())) {
                         Ok((op, _)) => op,
