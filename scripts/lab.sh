@@ -313,11 +313,19 @@ EOF
     if ! lincus "$d" storage show btrfs >/dev/null 2>&1; then
         lincus "$d" storage create btrfs btrfs size=2GiB >/dev/null
     fi
-    local priv
+    provision "$d" "$d"
+    cp "$LAB/$d/server.crt" "$CONF/servercerts/$d.crt"
+}
+
+# What every server of the lab has (a cluster once, through its first member DAEMON): the
+# default profile privileged when needed, the busybox image, the lab's client certificate
+# trusted. NAME names the server in messages.
+provision() {
+    local d=$1 name=$2 priv out
     priv=$(lincus "$d" profile get default security.privileged)
     if needs_privileged; then
         if [ "$priv" != true ]; then
-            log "$d: a parent of $LAB is not world-searchable: containers run privileged"
+            log "$name: a parent of $LAB is not world-searchable: containers run privileged"
             lincus "$d" profile set default security.privileged true
         fi
     elif [ -n "$priv" ]; then
@@ -326,14 +334,12 @@ EOF
     if ! lincus "$d" image alias list -f csv | grep -q '^busybox,'; then
         lincus "$d" image import "$LAB/image/busybox.tar.gz" --alias busybox >/dev/null
     fi
-    local out
     if ! out=$(lincus "$d" config trust add-certificate "$CONF/client.crt" --name incus-lab-client 2>&1); then
         case "$out" in
             *"already exists"* | *"already trusted"* | *"Certificate already in trust store"*) ;;
-            *) die "$d: trusting the lab client certificate failed: $out" ;;
+            *) die "$name: trusting the lab client certificate failed: $out" ;;
         esac
     fi
-    cp "$LAB/$d/server.crt" "$CONF/servercerts/$d.crt"
 }
 
 # Whether a daemon is a cluster member already.
@@ -389,23 +395,7 @@ EOF
         lincus "$first" cluster group create second >/dev/null
         lincus "$first" cluster group assign m2 default,second >/dev/null
     fi
-    local priv
-    priv=$(lincus "$first" profile get default security.privileged)
-    if needs_privileged; then
-        [ "$priv" = true ] || lincus "$first" profile set default security.privileged true
-    elif [ -n "$priv" ]; then
-        lincus "$first" profile unset default security.privileged
-    fi
-    if ! lincus "$first" image alias list -f csv | grep -q '^busybox,'; then
-        lincus "$first" image import "$LAB/image/busybox.tar.gz" --alias busybox >/dev/null
-    fi
-    local out
-    if ! out=$(lincus "$first" config trust add-certificate "$CONF/client.crt" --name incus-lab-client 2>&1); then
-        case "$out" in
-            *"already exists"* | *"already trusted"* | *"Certificate already in trust store"*) ;;
-            *) die "$remote: trusting the lab client certificate failed: $out" ;;
-        esac
-    fi
+    provision "$first" "$remote"
     # Every member presents the cluster's certificate.
     cp "$LAB/$first/cluster.crt" "$CONF/servercerts/$remote.crt"
 }

@@ -538,6 +538,17 @@ impl Output {
         }
     }
 
+    /// The request count a tool run with `INCUS_STANDBY_STATS=1` printed on stderr
+    /// (`TOOL: stats: N API requests`); panics without one.
+    pub fn api_requests(&self, tool: &str) -> usize {
+        self.stderr
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{tool}: stats: ")))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no stats line from {tool}: {}", self.stderr))
+    }
+
     /// Panics, showing stdout and stderr, unless the exit code is `code`.
     #[track_caller]
     pub fn assert_code(&self, code: i32) -> &Self {
@@ -685,6 +696,22 @@ pub fn config_get_in(address: &str, key: &str, project: Option<&str>) -> String 
     args.push(address.into());
     args.push(key.into());
     incus_ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// One column of `incus list` for one instance (`"standby:web"`, `"s"`: its status;
+/// `"L"`: its cluster member), trimmed. A name without a remote is on `local`.
+pub fn listed(address: &str, column: &str) -> String {
+    let (remote, name) = address.split_once(':').unwrap_or(("local", address));
+    incus_ok(&[
+        "list",
+        &format!("{remote}:^{name}$"),
+        "-f",
+        "csv",
+        "-c",
+        column,
+    ])
+    .trim()
+    .to_string()
 }
 
 /// Whether an instance exists (`"standby:web"`).

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use incus_standby_tests::{
-    Cmd, Instance, Output, incus_ok, instance_exists, instances_named, lab, snapshots_of, tool,
-    unique,
+    Cmd, Instance, Output, incus_ok, instance_exists, instances_named, lab, listed, snapshots_of,
+    tool, unique,
 };
 use serde_json::Value;
 
@@ -31,40 +31,11 @@ fn cluster_lab() -> std::sync::MutexGuard<'static, ()> {
 
 /// The member an instance lives on, as `incus list` shows it (column L).
 fn member_of(address: &str) -> String {
-    let (remote, name) = address.split_once(':').unwrap_or(("", address));
-    let out = incus_ok(&[
-        "list",
-        &format!("{remote}:^{name}$"),
-        "-f",
-        "csv",
-        "-c",
-        "L",
-    ]);
-    out.trim().to_string()
+    listed(address, "L")
 }
 
 fn status_of(address: &str) -> String {
-    let (remote, name) = address.split_once(':').unwrap_or(("", address));
-    incus_ok(&[
-        "list",
-        &format!("{remote}:^{name}$"),
-        "-f",
-        "csv",
-        "-c",
-        "s",
-    ])
-    .trim()
-    .to_string()
-}
-
-/// The number printed by `INCUS_STANDBY_STATS=1`.
-fn requests(out: &Output, tool_name: &str) -> usize {
-    out.stderr
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{tool_name}: stats: ")))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no stats line: {}", out.stderr))
+    listed(address, "s")
 }
 
 fn field<'a>(records: &'a [Value], instance: &str, key: &str) -> &'a Value {
@@ -271,7 +242,7 @@ fn cluster_to_cluster_keeps_members_promotes_and_fails_back_in_place() {
             "{}",
             out.stdout
         );
-        requests(&out, "incus-push")
+        out.api_requests("incus-push")
     };
     let one = count(&[a.address()]);
     let two = count(&[a.address(), b.address()]);

@@ -28,15 +28,7 @@ fn push(name: &str) {
 }
 
 fn status_of(address: &str) -> String {
-    let (remote, name) = address.split_once(':').unwrap_or(("local", address));
-    incus_ok(&[
-        "list",
-        &format!("{remote}:^{name}$"),
-        "-f",
-        "csv",
-        "-c",
-        "s",
-    ])
+    incus_standby_tests::listed(address, "s")
 }
 
 fn the_status(name: &str) -> Value {

@@ -536,12 +536,7 @@ fn an_up_to_date_run_makes_the_same_few_requests_for_two_or_six_instances() {
             "{}",
             out.stdout
         );
-        out.stderr
-            .lines()
-            .find_map(|l| l.strip_prefix("incus-push: stats: "))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|n| n.parse::<usize>().ok())
-            .unwrap_or_else(|| panic!("no stats line: {}", out.stderr))
+        out.api_requests("incus-push")
     };
     let six = requests(&names);
     let two = requests(&names[..2]);
