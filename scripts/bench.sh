@@ -728,7 +728,7 @@ fi
 # ---------------------------------------------------------------------------------------
 # the scale part: section 10 (only with --only scale)
 
-SC_CASES=(snap first nothing one prune)
+SC_CASES=(snap first nothing one prune keep)
 
 # sc_names N: the names of the scale part's N instances, sc-00001 …, sorted.
 sc_names() { seq -f 'sc-%05g' 1 "$1"; }
@@ -837,6 +837,10 @@ if part scale; then
             die "scale: incus-prune --dry-run --keep-last 1 chose $(records "$TMP/$k-prune.out" pruned) snapshots, not $n"
         bad=$(awk '/"type":"pruned"/ && !/"dry_run":true/' "$TMP/$k-prune.out" | head -n 2)
         [ -z "$bad" ] || die "scale: incus-prune --dry-run deleted something: $bad"
+        log "scale, $n instances: 6. incus-prune --dry-run with nothing to delete"
+        timed "$k-keep" tool sc_tool "$k-keep" "$BIN/incus-prune" --project "$PROJECT" --all --keep-last 2 --dry-run
+        [ "$(records "$TMP/$k-keep.out" pruned)" -eq 0 ] ||
+            die "scale: incus-prune --dry-run --keep-last 2 chose $(records "$TMP/$k-keep.out" pruned) snapshots, not none"
         log "scale, $n instances: 5. CLI loop of incus snapshot list"
         timed "$k-prune" cli sc_cli_list
         [ "$(grep -c . "$TMP/sc-list.out")" -eq $((3 * n)) ] ||
@@ -1145,22 +1149,24 @@ sc_case_label() {
         nothing) echo "3. push, nothing new" ;;
         one) echo "4. push, one new snapshot each" ;;
         prune) echo "5. prune --dry-run" ;;
+        keep) echo "6. prune, nothing to delete" ;;
     esac
 }
 sc_tool_of() {
-    case "$1" in snap) echo incus-snap ;; prune) echo incus-prune ;; *) echo incus-push ;; esac
+    case "$1" in snap) echo incus-snap ;; prune | keep) echo incus-prune ;; *) echo incus-push ;; esac
 }
-# sc_values CASE SIDE: "SIZE:WALL" for each size, for the awk below.
+# sc_values CASE SIDE [COLUMN]: "SIZE:VALUE" for each size, for the awk below (column 1: wall
+# time, 2: the daemons' CPU, 3: the client's CPU, ours or the CLI's).
 sc_values() {
     local n
-    for n in "${SCALE_SIZES[@]}"; do printf '%s:%s ' "$n" "$(median "$TMP/sc$n-$1.$2" 1)"; done
+    for n in "${SCALE_SIZES[@]}"; do printf '%s:%s ' "$n" "$(median "$TMP/sc$n-$1.$2" "${3:-1}")"; done
 }
 # sc_growth CASE SIDE: "a → b → c ms per instance (×r, ×r)", a tab, and the verdict: "grows" when
 # one step up in size makes the time per instance more than SC_GROWTH times longer, else
 # "falls" when the largest size's is under 0.8 times the smallest's, else "flat" ("one size"
 # with a single size).
 sc_growth() {
-    awk -v vals="$(sc_values "$1" "$2")" -v lim="$SC_GROWTH" 'BEGIN {
+    awk -v vals="$(sc_values "$1" "$2" "${3:-1}")" -v lim="$SC_GROWTH" 'BEGIN {
         k = split(vals, v, " ")
         for (i = 1; i <= k; i++) { split(v[i], p, ":"); t[i] = p[2] * 1000 / p[1] }
         for (i = 1; i <= k; i++) printf "%s%s", (i > 1 ? " → " : ""), (t[i] < 10 ? sprintf("%.2f", t[i]) : sprintf("%.1f", t[i]))
@@ -1196,7 +1202,7 @@ sc_sizes_text() { local s="${SCALE_SIZES[*]}"; echo "${s// /${1:- → }}"; } # [
 
 # Section 10 into $TMP/scale.md, its summary rows into $TMP/scale-summary.md.
 scale_report() {
-    local n c k w wc label g api retried resent_any verdicts="" nmax=${SCALE_SIZES[-1]} t1 t2 t3 rss_max rss_mb nw na sizes
+    local n c k w wc label g api retried resent_any verdicts="" own_verdicts="" nmax=${SCALE_SIZES[-1]} t1 t2 t3 rss_max rss_mb nw na sizes
     sizes=$(sc_sizes_text)
     {
         echo "## 10. Scale"
@@ -1209,7 +1215,8 @@ scale_report() {
         echo "2. **First push** (the setup of cases 3 and 4; no CLI side): \`incus-push --project $PROJECT --all --to standby --jobs $JOBS\`, a full copy of every instance with its two snapshots."
         echo "3. **Push, nothing new**: the same command again, every replica current. CLI: \`for i in …; do incus copy -q --project $PROJECT --target-project $PROJECT \$i standby:\$i --refresh; done\` on the same current replicas (the CLI's refresh re-syncs the instance's volume even then)."
         echo "4. **Push, one new snapshot each**: \`incus-snap --project $PROJECT --all\` (not timed), then the same incus-push command: each replica receives that one snapshot (checked in its \`push\` record), is restored to it and gets its inert configuration. CLI: after its loop of case 3, another \`incus-snap --all\` (not timed), so that again every instance has exactly one snapshot its replica lacks, then the same loop of \`incus copy --refresh\`: it sends that snapshot and re-syncs the volume, nothing more (no restore, the source's configuration copied as it is)."
-        echo "5. **Prune, dry run**: \`incus-prune --project $PROJECT --all --keep-last 1 --dry-run\` (every instance then has two \`auto-*\` snapshots: it decides to delete one each, and deletes nothing). CLI: \`for i in …; do incus snapshot list --project $PROJECT \$i -f csv; done\`, what a shell script would read to decide (without the deciding)."
+        echo "5. **Prune, dry run**: \`incus-prune --project $PROJECT --all --keep-last 1 --dry-run\` (every instance then has two \`auto-*\` snapshots: it decides to delete one each, and deletes nothing). An instance with something to delete is decided from its own snapshot list (and its replica's, with \`--replica\`): a request each, never the pools' listings alone. CLI: \`for i in …; do incus snapshot list --project $PROJECT \$i -f csv; done\`, what a shell script would read to decide (without the deciding)."
+        echo "6. **Prune, nothing to delete**: \`incus-prune --project $PROJECT --all --keep-last 2 --dry-run\` right after case 5: every instance keeps its two \`auto-*\` snapshots, which the storage pools' listings show without a request per instance (no CLI side: its loop is case 5's)."
         echo
         echo "Our runs of cases 3 and 4 come before the CLI's (the CLI's refresh rewrites the replicas' configuration, which drops incus-push's marker), case 5 between them. Checked in every run: the records of our tools (N \`snapshot\` records; N \`push\` records \`copied\`, \`up-to-date\`, \`refreshed\`; N dry-run \`pruned\` records), the CLI's listing (3 snapshots per instance), and at the end the same 4 snapshots on every replica as on its source. The instances and their replicas are deleted after each size."
         echo "Our tools run with \`INCUS_STANDBY_STATS=1\`: \"API requests\" is the count they print on stderr (\`TOOL: stats: N API requests\`). Peak RSS: \`/usr/bin/time -f %M\`. Wall time and daemons' CPU as in the method above."
@@ -1257,7 +1264,7 @@ scale_report() {
             echo "On the first instance, \`sc-00001\`, the CLI's refreshes received no existing snapshot again (the creation times of its replica's snapshots did not change): case 4's loop sent only the new snapshot (and re-synced the volume)."
         fi
         echo
-        echo "Time per instance, $sizes instances (each step's factor in brackets; a step up to ×$SC_GROWTH counts as flat, as run-to-run noise):"
+        echo "Wall time per instance, $sizes instances (each step's factor in brackets; a step up to ×$SC_GROWTH counts as flat, as run-to-run noise):"
         echo
         for c in "${SC_CASES[@]}"; do
             g=$(sc_growth "$c" tool)
@@ -1270,8 +1277,29 @@ scale_report() {
             printf '.\n'
         done
         echo
+        echo "Where that time goes, per instance, $sizes instances: the CPU of our tool itself, and the CPU of the two Incus daemons serving it (the CLI loop's daemons' CPU beside it: the same requests cost the daemons the same):"
+        echo
+        own_verdicts=
+        for c in "${SC_CASES[@]}"; do
+            g=$(sc_growth "$c" tool 3)
+            own_verdicts+="${g#*$'\t'} "
+            printf -- '- %s, `%s`: our CPU %s: **%s**' "$(sc_case_label "$c")" "$(sc_tool_of "$c")" "${g%%$'\t'*}" "${g#*$'\t'}"
+            g=$(sc_growth "$c" tool 2)
+            printf '; daemons %s: %s' "${g%%$'\t'*}" "${g#*$'\t'}"
+            if [ -s "$TMP/sc${SCALE_SIZES[0]}-$c.cli" ]; then
+                g=$(sc_growth "$c" cli 2)
+                printf '; for the CLI loop, daemons %s: %s' "${g%%$'\t'*}" "${g#*$'\t'}"
+            fi
+            printf '.\n'
+        done
+        echo
+        case " $own_verdicts" in
+            *" grows "*) echo "Our tools' own CPU per instance **grows** for: $(for c in "${SC_CASES[@]}"; do g=$(sc_growth "$c" tool 3); [ "${g#*$'\t'}" = grows ] && printf '%s; ' "$(sc_case_label "$c")"; done | sed 's/; $//')." ;;
+            *) echo "Our tools' own CPU per instance does not grow with the number of instances. Where the wall time per instance grows, the daemons' CPU per instance grows with it: Incus's per-instance requests (a snapshot list, a migration, a restore) cost its daemons more on a server holding more instances, for the CLI as for us." ;;
+        esac
+        echo
         case " $verdicts" in
-            *" grows "*) echo "The time per instance of our tools **grows** with the number of instances for: $(for c in "${SC_CASES[@]}"; do g=$(sc_growth "$c" tool); [ "${g#*$'\t'}" = grows ] && printf '%s; ' "$(sc_case_label "$c")"; done | sed 's/; $//')." ;;
+            *" grows "*) echo "The wall time per instance of our tools **grows** with the number of instances for: $(for c in "${SC_CASES[@]}"; do g=$(sc_growth "$c" tool); [ "${g#*$'\t'}" = grows ] && printf '%s; ' "$(sc_case_label "$c")"; done | sed 's/; $//')." ;;
             *" one size "*) echo "With a single size there is no growth to tell." ;;
             *) echo "The time per instance of our tools does not grow with the number of instances: it stays flat or falls (the fixed costs, such as listing the instances and starting the process, spread over more instances)." ;;
         esac
@@ -1283,7 +1311,7 @@ scale_report() {
             printf -- '- %s, `%s`: %s: %s.\n' "$(sc_case_label "$c")" "$(sc_tool_of "$c")" "${api%%$'\t'*}" "${api#*$'\t'}"
         done
         echo
-        echo "Peak RSS of our tools (largest of the five cases), $sizes instances: $(for n in "${SCALE_SIZES[@]}"; do printf '%s%s MB' "${sep:-}" "$(mb "$(max_rss "sc$n-snap" "sc$n-first" "sc$n-nothing" "sc$n-one" "sc$n-prune")")"; sep=" → "; done)."
+        echo "Peak RSS of our tools (largest of the six cases), $sizes instances: $(for n in "${SCALE_SIZES[@]}"; do printf '%s%s MB' "${sep:-}" "$(mb "$(max_rss "sc$n-snap" "sc$n-first" "sc$n-nothing" "sc$n-one" "sc$n-prune" "sc$n-keep")")"; sep=" → "; done)."
         echo
         echo "Disk space of the instances with their 4 snapshots and of their replicas, on both servers (\`du\`, at the end of each size; on dir every snapshot is a full copy): $(for n in "${SCALE_SIZES[@]}"; do printf '%s%s instances %s' "${sep2:-}" "$n" "$(sc_bytes "$(cat "$TMP/sc$n.disk")")"; sep2=", "; done). Making the instances took $(for n in "${SCALE_SIZES[@]}"; do printf '%s%s s' "${sep3:-}" "$(cat "$TMP/sc$n.create-s")"; sep3=", "; done), deleting them and their replicas $(for n in "${SCALE_SIZES[@]}"; do printf '%s%s s' "${sep4:-}" "$(cat "$TMP/sc$n.delete-s")"; sep4=", "; done) ($sizes instances; not measured)."
         echo
@@ -1293,13 +1321,19 @@ scale_report() {
     nw=$(median "$TMP/sc$nmax-nothing.tool" 1)
     na=$(cat "$TMP/sc$nmax-nothing.api")
     t1=$(awk -v w="$nw" -v a="$na" 'BEGIN { print (w <= 1 && a <= 10 ? "**met**" : "**missed**") }')
-    rss_max=$(max_rss "sc$nmax-snap" "sc$nmax-first" "sc$nmax-nothing" "sc$nmax-one" "sc$nmax-prune")
+    rss_max=$(max_rss "sc$nmax-snap" "sc$nmax-first" "sc$nmax-nothing" "sc$nmax-one" "sc$nmax-prune" "sc$nmax-keep")
     rss_mb=$(mb "$rss_max")
     t2=$(met "$rss_mb" '<=' 39.999)
     case " $verdicts" in
         *" grows "*) t3="**missed**" ;;
         *" one size "*) t3="— (one size)" ;;
         *) t3="**met**" ;;
+    esac
+    local own=
+    case " $own_verdicts" in
+        *" grows "*) own="; our tools' own CPU per instance grows too" ;;
+        *" one size "*) ;;
+        *) [ "$t3" = "**missed**" ] && own=" in wall time (the daemons' CPU per request grows; our tools' own CPU per instance does not)" ;;
     esac
     label=
     [ "$nmax" -eq 1000 ] || label=" (the targets are set for 1000 instances; this run's largest size is $nmax)"
@@ -1308,7 +1342,7 @@ scale_report() {
         echo
         echo "- incus-push with nothing new over $nmax instances: $(fmt_s "$nw") with $na API requests (target ≤ 1 s with ≤ 10 requests): $t1."
         echo "- Peak RSS at $nmax instances: $rss_mb MB, the largest of our tools' (target < 40 MB): $t2."
-        echo "- No tool's time per instance grows with N ($sizes): $t3."
+        echo "- No tool's time per instance grows with N ($sizes): $t3$own."
         echo
     } >>"$TMP/scale.md"
     {
