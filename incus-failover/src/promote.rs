@@ -134,6 +134,8 @@ pub fn promote(args: &PromoteArgs, output: &Output) -> Result<()> {
                         let primary = pairs.primary(pair)?;
                         match instances::get(&primary, &pair.of.instance) {
                             Err(e) if e.is_not_found() => {}
+                            // A cluster that answers, but not the member holding the instance.
+                            Err(_) if on_a_dead_member(&primary, &pair.of.instance) => {}
                             _ => {
                                 return Err(usage(format!(
                                     "--emergency refused: the primary {remote} answers and has {}; promote without --emergency (it fences the primary copy and loses nothing)",
@@ -924,6 +926,15 @@ fn give_identity(
         incus_core::replication::injected_error(arg)
     ));
     Ok(())
+}
+
+/// True when a clustered primary lists the instance in the `Error` state on a member: the
+/// member that holds it does not answer (Incus lists such instances from its database).
+fn on_a_dead_member(primary: &Client, name: &str) -> bool {
+    instances::list(primary, false).is_ok_and(|list| {
+        list.iter()
+            .any(|i| i.name == name && i.status == "Error" && i.member().is_some())
+    })
 }
 
 fn start_replica(

@@ -13,6 +13,11 @@
 //! `btrfs` pool `btrfs`, no network, and a tiny image with alias `busybox` whose init stops
 //! at once on `incus stop`.
 //!
+//! With `scripts/lab.sh up --cluster` (what `scripts/test.sh` runs) there are also
+//! `primary-cluster` and `standby-cluster`: two clusters of members `m1` and `m2` each, with a
+//! `dir` pool `default`, the same image, and a cluster group `second` holding `m2`
+//! (`tests/tests/cluster.rs`).
+//!
 //! A typical test:
 //!
 //! ```no_run

@@ -357,3 +357,71 @@ fn a_dead_primary_member_fails_only_its_own_instances() {
         ["s1"]
     );
 }
+
+/// The member holding an instance dies while its cluster answers: `--emergency` promotes the
+/// replica (a planned promotion cannot stop a copy on a dead member), and once the member is
+/// back, `fence` ends the split brain.
+#[test]
+fn a_dead_primary_member_allows_an_emergency_promotion_of_its_instances() {
+    let _one = cluster_lab();
+    let on_m1 = Instance::builder("primary-cluster", &unique("em-alive"))
+        .member("m1")
+        .build();
+    let on_m2 = Instance::builder("primary-cluster", &unique("em-dead"))
+        .member("m2")
+        .build();
+    let snap = tool("incus-snap")
+        .args([on_m1.address(), on_m2.address()])
+        .run();
+    snap.assert_success();
+    tool("incus-push")
+        .args(["--to", "standby"])
+        .stdin(snap.stdout.clone())
+        .run()
+        .assert_success();
+    Cmd::new("kill")
+        .args(["-KILL", &lab().daemon_pid("pcluster-m2")])
+        .run()
+        .assert_success();
+    let promote = |instance: &Instance| {
+        tool("incus-failover")
+            .args([
+                "promote",
+                "--emergency",
+                "--standby",
+                "standby",
+                &instance.address(),
+            ])
+            .timeout(Duration::from_secs(180))
+            .run()
+    };
+    // The instance on the live member: refused, as for a primary that answers.
+    let refused = promote(&on_m1);
+    let dead = promote(&on_m2);
+    lab().up();
+    refused.assert_code(2);
+    assert!(
+        refused.first_error().contains("answers"),
+        "{}",
+        refused.stdout
+    );
+    dead.assert_success();
+    let record = dead
+        .records_of("promoted")
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    assert_eq!(record["emergency"], true, "{}", dead.stdout);
+    let replica = format!("standby:{}", on_m2.name);
+    assert_eq!(status_of(&replica), "RUNNING");
+
+    // The member is back, and with it the old copy: fence stops it for good.
+    let fence = tool("incus-failover")
+        .args(["fence", "--standby", "standby", &on_m2.address()])
+        .run();
+    fence.assert_success();
+    assert_eq!(status_of(&on_m2.address()), "STOPPED", "{}", fence.stdout);
+    assert_eq!(on_m2.config_get("boot.autostart"), "false");
+    assert_eq!(status_of(&replica), "RUNNING");
+    assert_eq!(status_of(&on_m1.address()), "RUNNING");
+}
