@@ -882,6 +882,25 @@ impl Drop for Instance {
     }
 }
 
+/// Runs `incus-push --to TO TARGETS…` with `INCUS_STANDBY_STATS=1`, checks that every replica
+/// was found up to date, and returns the number of API requests it made.
+pub fn up_to_date_push_requests<S: AsRef<std::ffi::OsStr>>(to: &str, targets: &[S]) -> usize {
+    let out = tool("incus-push")
+        .env("INCUS_STANDBY_STATS", "1")
+        .args(["--to", to])
+        .args(targets)
+        .run();
+    out.assert_success();
+    assert!(
+        out.records_of("push")
+            .iter()
+            .all(|r| r["status"] == "up-to-date"),
+        "{}",
+        out.stdout
+    );
+    out.api_requests("incus-push")
+}
+
 /// The instances on `remote` whose names start with `prefix`.
 pub fn instances_named(remote: &str, prefix: &str) -> Vec<String> {
     incus_ok(&[

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use incus_standby_tests::{
     Cmd, Instance, Output, incus_ok, instance_exists, instances_named, lab, listed, snapshots_of,
-    tool, unique,
+    tool, unique, up_to_date_push_requests,
 };
 use serde_json::Value;
 
@@ -228,22 +228,7 @@ fn cluster_to_cluster_keeps_members_promotes_and_fails_back_in_place() {
     assert_eq!(member_of(&replica(&b)), "m1");
 
     // Nothing new: the bookkeeping does not grow with the instances.
-    let count = |targets: &[String]| {
-        let out = tool("incus-push")
-            .env("INCUS_STANDBY_STATS", "1")
-            .args(["--to", "standby-cluster"])
-            .args(targets)
-            .run();
-        out.assert_success();
-        assert!(
-            out.records_of("push")
-                .iter()
-                .all(|r| r["status"] == "up-to-date"),
-            "{}",
-            out.stdout
-        );
-        out.api_requests("incus-push")
-    };
+    let count = |targets: &[String]| up_to_date_push_requests("standby-cluster", targets);
     let one = count(&[a.address()]);
     let two = count(&[a.address(), b.address()]);
     assert_eq!(one, two, "the requests grow with the instances");

@@ -522,22 +522,7 @@ fn an_up_to_date_run_makes_the_same_few_requests_for_two_or_six_instances() {
         .collect();
     let names: Vec<&str> = instances.iter().map(|c| c.name.as_str()).collect();
     push(&names).assert_success();
-    let requests = |names: &[&str]| {
-        let out = tool("incus-push")
-            .env("INCUS_STANDBY_STATS", "1")
-            .args(["--to", "standby"])
-            .args(names)
-            .run();
-        out.assert_success();
-        assert!(
-            out.records_of("push")
-                .iter()
-                .all(|r| r["status"] == "up-to-date"),
-            "{}",
-            out.stdout
-        );
-        out.api_requests("incus-push")
-    };
+    let requests = |names: &[&str]| incus_standby_tests::up_to_date_push_requests("standby", names);
     let six = requests(&names);
     let two = requests(&names[..2]);
     assert_eq!(six, two, "the requests grow with the instances");
