@@ -12,7 +12,7 @@ use incus_core::policy::Rules;
 use incus_core::replication::{ArchiveOptions, Options, Placement};
 use incus_core::select::TargetArgs;
 
-const EXAMPLES: &str = "Examples:\n  incus-push --to standby web              # first time a full copy, then incremental\n  incus-push --to standby --all --jobs 4\n  incus-snap --all | incus-push --to standby\n  incus-push --to standby --all --dry-run\n  incus-push --to standby web --replace    # the source was re-created: keep the old replica aside\n  incus-push --to standby --all --archive-keep-daily 30 --archive-keep-monthly 12";
+const EXAMPLES: &str = "Examples:\n  incus-push --to standby web              # first time a full copy, then incremental\n  incus-push --to standby --all --jobs 4\n  incus-snap --all | incus-push --to standby\n  incus-push --to standby --all --dry-run\n  incus-push --to standby web --replace    # the source was re-created: keep the old replica aside\n  incus-push --to standby --all --archive-keep-daily 30 --archive-keep-monthly 12\n  incus-push --to standby-cluster --all --target-group dr   # new replicas on a member of group dr";
 
 /// Replicate instances and their snapshots to a standby server, incrementally.
 ///
