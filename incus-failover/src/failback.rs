@@ -86,12 +86,22 @@ pub fn failback(args: &FailbackArgs, output: &Output) -> Result<()> {
             }
         };
         // On a clustered primary the instance goes back to the member of the old primary copy
-        // (still there under its name until it is renamed aside; a resumed run finds it gone
-        // and lets the engine choose: the standby member's name, else the cluster).
+        // (under its name until it is renamed aside, then under its aside name).
         let placement = match instances::get(&primary, &pair.of.instance) {
             Ok((old, _)) => old
                 .member()
                 .map(|m| Placement::Member(m.to_string()))
+                .unwrap_or_default(),
+            // A resumed run: the old copy is kept aside already, under NAME-before-failback-….
+            Err(e) if e.is_not_found() => instances::list(&primary, false)
+                .ok()
+                .and_then(|list| {
+                    let aside = format!("{}-before-failback-", pair.of.instance);
+                    list.iter()
+                        .filter(|i| i.name.starts_with(&aside))
+                        .max_by(|a, b| a.name.cmp(&b.name))
+                        .and_then(|i| i.member().map(|m| Placement::Member(m.to_string())))
+                })
                 .unwrap_or_default(),
             Err(_) => Placement::Auto,
         };

@@ -14,7 +14,7 @@
 //! holds; the record gives the data-loss window, and the operator is told how to keep the old
 //! primary from starting its copies again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use anyhow::{Result, anyhow};
@@ -120,6 +120,8 @@ pub fn promote(args: &PromoteArgs, output: &Output) -> Result<()> {
         .standby
         .server()
         .map_err(|e| anyhow!("the standby {standby_name}: {e}; nothing was changed"))?;
+    // Clustered primaries that answer, with the members that do not (remote, member).
+    let mut dead_members: BTreeSet<(String, String)> = BTreeSet::new();
     if args.emergency {
         // Refused while any primary answers: fencing it loses nothing.
         let mut remotes: Vec<&str> = pairs.pairs.iter().map(|p| p.of.remote.as_str()).collect();
@@ -135,8 +137,19 @@ pub fn promote(args: &PromoteArgs, output: &Output) -> Result<()> {
                         match instances::get(&primary, &pair.of.instance) {
                             Err(e) if e.is_not_found() => {}
                             // A cluster that answers, but not the member holding the instance.
-                            Err(_) if on_a_dead_member(&primary, &pair.of.instance) => {}
-                            _ => {
+                            Err(_)
+                                if let Some(member) =
+                                    on_a_dead_member(&primary, &pair.of.instance) =>
+                            {
+                                dead_members.insert((remote.to_string(), member));
+                            }
+                            Err(e) => {
+                                return Err(usage(format!(
+                                    "--emergency refused: the cluster {remote} answers, but reading {} failed ({e}); if the member holding it is dead, wait until incus cluster list {remote}: shows it OFFLINE (cluster.offline_threshold), then run this again",
+                                    pair.of.instance
+                                )));
+                            }
+                            Ok(_) => {
                                 return Err(usage(format!(
                                     "--emergency refused: the primary {remote} answers and has {}; promote without --emergency (it fences the primary copy and loses nothing)",
                                     pair.of.instance
@@ -231,6 +244,18 @@ pub fn promote(args: &PromoteArgs, output: &Output) -> Result<()> {
         remotes.sort_unstable();
         remotes.dedup();
         for remote in remotes {
+            let members: Vec<&str> = dead_members
+                .iter()
+                .filter(|(r, _)| r == remote)
+                .map(|(_, m)| m.as_str())
+                .collect();
+            if !members.is_empty() {
+                let members = members.join(", ");
+                output.note(&format!(
+                    "FENCE THE OLD PRIMARY BY HAND: member(s) {members} of the cluster {remote} still hold their copies, with their autostart as it was; Incus starts them again when the member comes back (their last state was running). Keep {members} powered off or off the network (not the rest of the cluster); as soon as it is back, run: incus-failover fence {remote}:INSTANCE --standby {standby_name} for each instance promoted"
+                ));
+                continue;
+            }
             output.note(&format!(
                 "FENCE THE OLD PRIMARY BY HAND: {remote} still holds its copies, with their autostart as it was; after a crash Incus starts them again when the daemon comes back (their last state was running). Keep {remote} powered off or off the network; as soon as it answers, run: incus-failover fence {remote}: --standby {standby_name}"
             ));
@@ -930,11 +955,29 @@ fn give_identity(
 
 /// True when a clustered primary lists the instance in the `Error` state on a member: the
 /// member that holds it does not answer (Incus lists such instances from its database).
-fn on_a_dead_member(primary: &Client, name: &str) -> bool {
-    instances::list(primary, false).is_ok_and(|list| {
-        list.iter()
-            .any(|i| i.name == name && i.status == "Error" && i.member().is_some())
-    })
+/// The member holding the instance, when a clustered primary lists the instance in the
+/// `Error` state there and the cluster itself calls that member `Offline` (after its
+/// `cluster.offline_threshold`). A member that is merely slow, or cut off for a moment, is
+/// not offline: its copy may still run, and the emergency is refused.
+fn on_a_dead_member(primary: &Client, name: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Member {
+        #[serde(default)]
+        status: String,
+    }
+    let list = instances::list(primary, false).ok()?;
+    let member = list
+        .iter()
+        .find(|i| i.name == name && i.status == "Error")?
+        .member()?
+        .to_string();
+    let state: Member = primary
+        .get(&format!(
+            "/cluster/members/{}",
+            incus_core::client::escape(&member)
+        ))
+        .ok()?;
+    (state.status == "Offline").then_some(member)
 }
 
 fn start_replica(

@@ -380,10 +380,34 @@ fn a_dead_primary_member_allows_an_emergency_promotion_of_its_instances() {
             .timeout(Duration::from_secs(180))
             .run()
     };
+    // Until the cluster itself calls the member offline, the copy there may still run (a
+    // member cut off for a moment): refused.
+    let early = promote(&on_m2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !incus_ok(&[
+        "cluster",
+        "list",
+        "primary-cluster:",
+        "-f",
+        "csv",
+        "-c",
+        "ns",
+    ])
+    .lines()
+    .any(|l| l.eq_ignore_ascii_case("m2,offline"))
+    {
+        if std::time::Instant::now() > deadline {
+            lab().up();
+            panic!("the cluster never called the killed member m2 offline");
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
     // The instance on the live member: refused, as for a primary that answers.
     let refused = promote(&on_m1);
     let dead = promote(&on_m2);
     lab().up();
+    early.assert_code(2);
+    assert!(early.first_error().contains("OFFLINE"), "{}", early.stdout);
     refused.assert_code(2);
     assert!(
         refused.first_error().contains("answers"),
@@ -397,6 +421,12 @@ fn a_dead_primary_member_allows_an_emergency_promotion_of_its_instances() {
         .next()
         .unwrap_or_default();
     assert_eq!(record["emergency"], true, "{}", dead.stdout);
+    assert!(
+        dead.stderr
+            .contains("member(s) m2 of the cluster primary-cluster"),
+        "{}",
+        dead.stderr
+    );
     let replica = format!("standby:{}", on_m2.name);
     assert_eq!(status_of(&replica), "RUNNING");
 
