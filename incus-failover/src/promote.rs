@@ -960,24 +960,14 @@ fn give_identity(
 /// `cluster.offline_threshold`). A member that is merely slow, or cut off for a moment, is
 /// not offline: its copy may still run, and the emergency is refused.
 fn on_a_dead_member(primary: &Client, name: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Member {
-        #[serde(default)]
-        status: String,
-    }
     let list = instances::list(primary, false).ok()?;
     let member = list
         .iter()
         .find(|i| i.name == name && i.status == "Error")?
         .member()?
         .to_string();
-    let state: Member = primary
-        .get(&format!(
-            "/cluster/members/{}",
-            incus_core::client::escape(&member)
-        ))
-        .ok()?;
-    (state.status == "Offline").then_some(member)
+    let status = incus_core::api::cluster::member_status(primary, &member).ok()?;
+    (status == "Offline").then_some(member)
 }
 
 fn start_replica(

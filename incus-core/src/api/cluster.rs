@@ -34,6 +34,18 @@ pub fn membership(client: &Client) -> Result<Membership> {
     Ok(Membership { members })
 }
 
+/// A member's state as its cluster sees it: `Online`, `Offline` (no heartbeat for
+/// `cluster.offline_threshold`), `Evacuated`, `Blocked`.
+pub fn member_status(client: &Client, member: &str) -> Result<String> {
+    #[derive(serde::Deserialize)]
+    struct Member {
+        #[serde(default)]
+        status: String,
+    }
+    let state: Member = client.get(&format!("/cluster/members/{}", escape(member)))?;
+    Ok(state.status)
+}
+
 /// Fails with a one-line error unless the cluster has that group.
 pub fn check_group(client: &Client, group: &str) -> Result<()> {
     match client.get::<serde_json::Value>(&format!("/cluster/groups/{}", escape(group))) {
