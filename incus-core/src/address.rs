@@ -15,6 +15,48 @@ pub enum Target {
     Remote(RemoteName),
 }
 
+/// Why a command-line target was refused: one line that quotes the text as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// The remote part (before `:`) is empty or holds a `/` or white space.
+    #[error(
+        "\"{text}\": expected [REMOTE:]INSTANCE or REMOTE: (remote names as in `incus remote list`)"
+    )]
+    Remote {
+        /// The target as given.
+        text: String,
+    },
+    /// The instance part breaks Incus's naming rule.
+    #[error("\"{text}\": {reason}")]
+    Instance {
+        /// The target as given.
+        text: String,
+        /// Which rule it breaks.
+        reason: NameError,
+    },
+    /// Something other than one non-empty name after the `/`.
+    #[error("\"{text}\": the snapshot name after '/' must be one non-empty name")]
+    Snapshot {
+        /// The target as given.
+        text: String,
+    },
+}
+
+/// Which part of Incus's instance naming rule a name breaks (see [`check_instance_name`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NameError {
+    #[error("the instance name is empty")]
+    Empty,
+    #[error("an instance name has at most 63 characters")]
+    TooLong,
+    #[error("an instance name has only letters, digits and dashes")]
+    Character,
+    #[error("an instance name starts with a letter and does not end with a dash")]
+    Ends,
+}
+
 /// `[REMOTE:]INSTANCE[/SNAPSHOT]`; `remote` is `None` when the default remote is meant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InstanceAddress {
@@ -25,7 +67,7 @@ pub struct InstanceAddress {
 
 impl Target {
     /// Parses a command-line target. Errors say what is wrong with the text.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
         if let Some(remote) = text.strip_suffix(':')
             && !remote.contains(':')
         {
@@ -38,7 +80,7 @@ impl Target {
 
 impl InstanceAddress {
     /// Parses `[REMOTE:]INSTANCE[/SNAPSHOT]`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
         let (remote, rest) = match text.split_once(':') {
             Some((remote, rest)) => {
                 check_remote(remote, text)?;
@@ -50,13 +92,16 @@ impl InstanceAddress {
             Some((i, s)) => (i, Some(s)),
             None => (rest, None),
         };
-        check_instance_name(instance).map_err(|why| format!("\"{text}\": {why}"))?;
+        check_instance_name(instance).map_err(|reason| ParseError::Instance {
+            text: text.to_string(),
+            reason,
+        })?;
         if let Some(snapshot) = snapshot
             && (snapshot.is_empty() || snapshot.contains('/'))
         {
-            return Err(format!(
-                "\"{text}\": the snapshot name after '/' must be one non-empty name"
-            ));
+            return Err(ParseError::Snapshot {
+                text: text.to_string(),
+            });
         }
         Ok(InstanceAddress {
             remote,
@@ -79,32 +124,32 @@ impl fmt::Display for InstanceAddress {
     }
 }
 
-fn check_remote(remote: &str, text: &str) -> Result<(), String> {
+fn check_remote(remote: &str, text: &str) -> Result<(), ParseError> {
     if remote.is_empty() || remote.contains('/') || remote.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "\"{text}\": expected [REMOTE:]INSTANCE or REMOTE: (remote names as in `incus remote list`)"
-        ));
+        return Err(ParseError::Remote {
+            text: text.to_string(),
+        });
     }
     Ok(())
 }
 
 /// Incus's rule for instance names: 1 to 63 letters, digits and dashes, not starting with a
 /// digit or a dash, not ending with a dash.
-pub fn check_instance_name(name: &str) -> Result<(), String> {
+pub fn check_instance_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
-        return Err("the instance name is empty".into());
+        return Err(NameError::Empty);
     }
     if name.len() > 63 {
-        return Err("an instance name has at most 63 characters".into());
+        return Err(NameError::TooLong);
     }
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return Err("an instance name has only letters, digits and dashes".into());
+        return Err(NameError::Character);
     }
     if name.starts_with('-')
         || name.starts_with(|c: char| c.is_ascii_digit())
         || name.ends_with('-')
     {
-        return Err("an instance name starts with a letter and does not end with a dash".into());
+        return Err(NameError::Ends);
     }
     Ok(())
 }
@@ -141,5 +186,54 @@ mod tests {
         ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn refusals_read_as_before() {
+        for (bad, message) in [
+            (
+                ":web",
+                "\":web\": expected [REMOTE:]INSTANCE or REMOTE: (remote names as in `incus remote list`)",
+            ),
+            (
+                "a b:",
+                "\"a b:\": expected [REMOTE:]INSTANCE or REMOTE: (remote names as in `incus remote list`)",
+            ),
+            ("s:/snap", "\"s:/snap\": the instance name is empty"),
+            ("", "\"\": the instance name is empty"),
+            (
+                &"x".repeat(64),
+                &format!(
+                    "\"{}\": an instance name has at most 63 characters",
+                    "x".repeat(64)
+                ),
+            ),
+            (
+                "we b",
+                "\"we b\": an instance name has only letters, digits and dashes",
+            ),
+            (
+                "1web",
+                "\"1web\": an instance name starts with a letter and does not end with a dash",
+            ),
+            (
+                "s:web/",
+                "\"s:web/\": the snapshot name after '/' must be one non-empty name",
+            ),
+            (
+                "web/a/b",
+                "\"web/a/b\": the snapshot name after '/' must be one non-empty name",
+            ),
+        ] {
+            let err = Target::parse(bad).expect_err(bad);
+            assert_eq!(err.to_string(), message, "{bad}");
+        }
+        assert_eq!(
+            Target::parse("s:-x"),
+            Err(ParseError::Instance {
+                text: "s:-x".into(),
+                reason: NameError::Ends
+            })
+        );
     }
 }

@@ -23,9 +23,10 @@ pub struct OutputArgs {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// Builds a usage error.
-pub fn usage(message: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(UsageError(message.into()))
+/// Builds a usage error from its one-line message (a `&str`, a `String`, or a typed error
+/// such as [`crate::address::ParseError`], whose display text is the message).
+pub fn usage(message: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(UsageError(message.to_string()))
 }
 
 /// `TOOL --generate-docs DIR`: writes the man pages (`DIR/man1/TOOL.1`, one more per

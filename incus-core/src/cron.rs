@@ -72,7 +72,57 @@ pub enum CronError {
         /// The field as given, lower-cased.
         value: String,
         /// What is wrong with it.
-        reason: String,
+        reason: FieldError,
+    },
+}
+
+/// What is wrong with one field of a cron expression (the `reason` of [`CronError::Field`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FieldError {
+    /// `1,,2` or a leading or trailing comma.
+    #[error("empty list item")]
+    EmptyItem,
+    /// More than one `/` in a list item.
+    #[error("too many slashes in {item:?}")]
+    Slashes { item: String },
+    /// A step of 0.
+    #[error("the step in {item:?} must be positive")]
+    ZeroStep { item: String },
+    /// A step that is not a number.
+    #[error("the step in {item:?} is not a number")]
+    BadStep { item: String },
+    /// `?/N`.
+    #[error("{item:?}: use */N for steps, not ?/N")]
+    QuestionStep { item: String },
+    /// More than one `-` in a range.
+    #[error("too many hyphens in {item:?}")]
+    Hyphens { item: String },
+    /// `*-N` or `?-N`.
+    #[error("{item:?}: {low} cannot start a range; use N-M")]
+    WildcardRange { item: String, low: String },
+    /// `N-M` with N > M.
+    #[error("the range {range:?} starts after it ends ({start} > {end})")]
+    Backwards { range: String, start: u64, end: u64 },
+    /// Not a number, in a field without names.
+    #[error("{text:?} is not a number")]
+    NotANumber { text: String },
+    /// Neither a number nor one of the field's names.
+    #[error("{text:?} is neither a number nor one of {}", .names.join(" "))]
+    NotANumberOrName {
+        text: String,
+        names: &'static [&'static str],
+    },
+    /// Outside the field's bounds; `sunday_seven` adds a hint for `7` as a day of the week.
+    #[error(
+        "{text} is outside {min}-{max}{}",
+        if *.sunday_seven { " (write 0 or sun for Sunday)" } else { "" }
+    )]
+    OutOfRange {
+        text: String,
+        min: u64,
+        max: u64,
+        sunday_seven: bool,
     },
 }
 
@@ -168,10 +218,10 @@ fn validate_trigger(schedule: &str, trigger: &str) -> Result<(), CronError> {
     Ok(())
 }
 
-fn validate_field(field: &str, bounds: &Bounds) -> Result<(), String> {
+fn validate_field(field: &str, bounds: &Bounds) -> Result<(), FieldError> {
     for item in field.split(',') {
         if item.is_empty() {
-            return Err("empty list item".to_owned());
+            return Err(FieldError::EmptyItem);
         }
         validate_item(item, bounds)?;
     }
@@ -179,36 +229,40 @@ fn validate_field(field: &str, bounds: &Bounds) -> Result<(), String> {
 }
 
 /// One list item, as robfig/cron's `getRange` (and gronx) read it.
-fn validate_item(item: &str, bounds: &Bounds) -> Result<(), String> {
+fn validate_item(item: &str, bounds: &Bounds) -> Result<(), FieldError> {
+    let item_owned = || item.to_owned();
     let (range, step) = match item.split_once('/') {
         None => (item, None),
         Some((_, step)) if step.contains('/') => {
-            return Err(format!("too many slashes in {item:?}"));
+            return Err(FieldError::Slashes { item: item_owned() });
         }
         Some((range, step)) => (range, Some(step)),
     };
     if let Some(step) = step {
         match go_atoi(step) {
-            Some(0) => return Err(format!("the step in {item:?} must be positive")),
+            Some(0) => return Err(FieldError::ZeroStep { item: item_owned() }),
             Some(_) => {}
-            None => return Err(format!("the step in {item:?} is not a number")),
+            None => return Err(FieldError::BadStep { item: item_owned() }),
         }
     }
     match range {
         "*" => return Ok(()),
         "?" if step.is_none() => return Ok(()),
-        "?" => return Err(format!("{item:?}: use */N for steps, not ?/N")),
+        "?" => return Err(FieldError::QuestionStep { item: item_owned() }),
         _ => {}
     }
     let (low, high) = match range.split_once('-') {
         None => (range, None),
         Some((_, high)) if high.contains('-') => {
-            return Err(format!("too many hyphens in {item:?}"));
+            return Err(FieldError::Hyphens { item: item_owned() });
         }
         Some((low, high)) => (low, Some(high)),
     };
     if low == "*" || low == "?" {
-        return Err(format!("{item:?}: {low} cannot start a range; use N-M"));
+        return Err(FieldError::WildcardRange {
+            item: item_owned(),
+            low: low.to_owned(),
+        });
     }
     let start = value(low, bounds)?;
     let end = match high {
@@ -216,40 +270,41 @@ fn validate_item(item: &str, bounds: &Bounds) -> Result<(), String> {
         None => start,
     };
     if end < start {
-        return Err(format!(
-            "the range {range:?} starts after it ends ({start} > {end})"
-        ));
+        return Err(FieldError::Backwards {
+            range: range.to_owned(),
+            start,
+            end,
+        });
     }
     Ok(())
 }
 
 /// A number or (for months and days of the week) a name, within bounds.
-fn value(text: &str, bounds: &Bounds) -> Result<u64, String> {
+fn value(text: &str, bounds: &Bounds) -> Result<u64, FieldError> {
     let number = match bounds.names.iter().position(|&n| n == text) {
         Some(index) => bounds.min + index as u64,
         None => match go_atoi(text) {
             Some(n) => n,
             None if bounds.names.is_empty() => {
-                return Err(format!("{text:?} is not a number"));
+                return Err(FieldError::NotANumber {
+                    text: text.to_owned(),
+                });
             }
             None => {
-                return Err(format!(
-                    "{text:?} is neither a number nor one of {}",
-                    bounds.names.join(" ")
-                ));
+                return Err(FieldError::NotANumberOrName {
+                    text: text.to_owned(),
+                    names: bounds.names,
+                });
             }
         },
     };
     if number < bounds.min || number > bounds.max {
-        let hint = if bounds.name == "day-of-week" && number == 7 {
-            " (write 0 or sun for Sunday)"
-        } else {
-            ""
-        };
-        return Err(format!(
-            "{text} is outside {}-{}{hint}",
-            bounds.min, bounds.max
-        ));
+        return Err(FieldError::OutOfRange {
+            text: text.to_owned(),
+            min: bounds.min,
+            max: bounds.max,
+            sunday_seven: bounds.name == "day-of-week" && number == 7,
+        });
     }
     Ok(number)
 }
@@ -495,6 +550,38 @@ mod tests {
             validate_schedule("0 25 * * *").unwrap_err().to_string(),
             "schedule \"0 25 * * *\": hour field \"25\": 25 is outside 0-23; use <minute> <hour> <day-of-month> <month> <day-of-week> such as \"0 3 * * *\", or one of @hourly @daily @midnight @weekly @monthly @annually @yearly @startup @never, several joined by \", \""
         );
+    }
+
+    #[test]
+    fn field_reasons_read_as_before() {
+        for (expr, reason) in [
+            ("1,,2 * * * *", "empty list item"),
+            ("1/2/3 * * * *", "too many slashes in \"1/2/3\""),
+            ("*/0 * * * *", "the step in \"*/0\" must be positive"),
+            ("*/x * * * *", "the step in \"*/x\" is not a number"),
+            ("?/5 * * * *", "\"?/5\": use */N for steps, not ?/N"),
+            ("1-2-3 * * * *", "too many hyphens in \"1-2-3\""),
+            ("*-5 * * * *", "\"*-5\": * cannot start a range; use N-M"),
+            (
+                "10-5 * * * *",
+                "the range \"10-5\" starts after it ends (10 > 5)",
+            ),
+            ("x * * * *", "\"x\" is not a number"),
+            (
+                "* * * * monday",
+                "\"monday\" is neither a number nor one of sun mon tue wed thu fri sat",
+            ),
+            ("* * * * 7", "7 is outside 0-6 (write 0 or sun for Sunday)"),
+            ("60 * * * *", "60 is outside 0-59"),
+            ("* * * 13 *", "13 is outside 1-12"),
+        ] {
+            match validate_schedule(expr) {
+                Err(CronError::Field { reason: got, .. }) => {
+                    assert_eq!(got.to_string(), reason, "{expr:?}");
+                }
+                other => panic!("{expr:?}: {other:?}"),
+            }
+        }
     }
 
     proptest! {

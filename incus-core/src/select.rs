@@ -172,8 +172,7 @@ pub fn gather(args: &TargetArgs, output: &Output) -> Result<Selection> {
             });
         }
     }
-    let mut lists: BTreeMap<(String, String), std::result::Result<Vec<Instance>, String>> =
-        BTreeMap::new();
+    let mut lists: BTreeMap<(String, String), crate::Result<Vec<Instance>>> = BTreeMap::new();
     let mut seen = HashSet::new();
     let mut chosen = Vec::new();
     let mut push = |selected: Selected, chosen: &mut Vec<Selected>| {
@@ -249,11 +248,11 @@ pub fn gather(args: &TargetArgs, output: &Output) -> Result<Selection> {
                 let key = (remote.clone(), client.project().to_string());
                 let list = lists
                     .entry(key)
-                    .or_insert_with(|| instances::list(&client, false).map_err(|e| e.to_string()));
+                    .or_insert_with(|| instances::list(&client, false));
                 let list = match list {
                     Ok(list) => list,
-                    Err(message) => {
-                        output.error(Some(&of), message);
+                    Err(e) => {
+                        output.error(Some(&of), &e.to_string());
                         continue;
                     }
                 };

@@ -9,6 +9,30 @@ use incus_core::pattern::{DEFAULT_PATTERN, SnapshotPattern};
 use incus_core::record::{Output, Record, SnapshotRecord};
 use incus_core::select::{Selected, TargetArgs, gather};
 
+/// Why one instance's snapshot was not taken: the line of its `error` record.
+#[derive(Debug, thiserror::Error)]
+enum SnapError {
+    /// Listing the existing snapshots or reading the new one failed.
+    #[error(transparent)]
+    Api(#[from] incus_core::Error),
+    /// Every name the pattern's counter can make is taken.
+    #[error("no free snapshot name for the pattern")]
+    NoFreeName,
+    /// A snapshot of that name exists already.
+    #[error(
+        "snapshot \"{name}\" already exists; nothing was overwritten (put %d in --pattern to number snapshots)"
+    )]
+    Exists { name: String },
+    /// A stateful snapshot failed for want of CRIU or migration.stateful (Incus's message).
+    #[error(
+        "{message} (stateful snapshots need CRIU on the server and migration.stateful=true on the instance)"
+    )]
+    Stateful { message: String },
+    /// Incus refused the snapshot (its message).
+    #[error("snapshot \"{name}\": {message}")]
+    Create { name: String, message: String },
+}
+
 /// Options of `incus-snap [TARGET…]`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SnapArgs {
@@ -55,7 +79,7 @@ pub fn run(args: &SnapArgs, output: &Output) -> Result<()> {
     incus_core::parallel::map(&selection.instances, args.jobs, |selected| {
         match snapshot(selected, &pattern, expiry.as_ref(), args.stateful) {
             Ok(record) => output.emit(&Record::Snapshot(record)),
-            Err(message) => output.error(Some(&selected.of), &message),
+            Err(e) => output.error(Some(&selected.of), &e.to_string()),
         }
     });
     Ok(())
@@ -66,16 +90,16 @@ fn snapshot(
     pattern: &SnapshotPattern,
     expiry: Option<&ExpiryDuration>,
     stateful: bool,
-) -> Result<SnapshotRecord, String> {
+) -> Result<SnapshotRecord, SnapError> {
     let client = &selected.client;
     let instance = &selected.of.instance;
     let now = Utc::now();
     let name = if pattern.has_counter() {
-        let existing = snapshots::list(client, instance).map_err(|e| e.to_string())?;
+        let existing = snapshots::list(client, instance)?;
         let names: Vec<&str> = existing.iter().map(|s| s.name.as_str()).collect();
         pattern
             .next_name(now, &names)
-            .ok_or_else(|| "no free snapshot name for the pattern".to_string())?
+            .ok_or(SnapError::NoFreeName)?
     } else {
         pattern.render(now)
     };
@@ -83,18 +107,14 @@ fn snapshot(
     if let Err(e) = snapshots::create(client, instance, &name, stateful, expires_at) {
         let message = e.message();
         return Err(if message.contains("UNIQUE constraint") {
-            format!(
-                "snapshot \"{name}\" already exists; nothing was overwritten (put %d in --pattern to number snapshots)"
-            )
+            SnapError::Exists { name }
         } else if stateful && (message.contains("CRIU") || message.contains("stateful")) {
-            format!(
-                "{message} (stateful snapshots need CRIU on the server and migration.stateful=true on the instance)"
-            )
+            SnapError::Stateful { message }
         } else {
-            format!("snapshot \"{name}\": {message}")
+            SnapError::Create { name, message }
         });
     }
-    let taken = snapshots::get(client, instance, &name).map_err(|e| e.to_string())?;
+    let taken = snapshots::get(client, instance, &name)?;
     Ok(SnapshotRecord {
         of: selected.of.clone(),
         location: selected.instance.member().map(str::to_string),
@@ -103,4 +123,44 @@ fn snapshot(
         expires_at: taken.expires_at,
         stateful: taken.stateful,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_as_before() {
+        let api = incus_core::Error::Api {
+            remote: "local".into(),
+            status: 404,
+            message: "Instance not found".into(),
+        };
+        for (error, line) in [
+            (SnapError::from(api), "local: Instance not found"),
+            (
+                SnapError::NoFreeName,
+                "no free snapshot name for the pattern",
+            ),
+            (
+                SnapError::Exists { name: "s1".into() },
+                "snapshot \"s1\" already exists; nothing was overwritten (put %d in --pattern to number snapshots)",
+            ),
+            (
+                SnapError::Stateful {
+                    message: "Unable to create a stateful snapshot. CRIU isn't installed".into(),
+                },
+                "Unable to create a stateful snapshot. CRIU isn't installed (stateful snapshots need CRIU on the server and migration.stateful=true on the instance)",
+            ),
+            (
+                SnapError::Create {
+                    name: "s1".into(),
+                    message: "Failed creating instance snapshot record".into(),
+                },
+                "snapshot \"s1\": Failed creating instance snapshot record",
+            ),
+        ] {
+            assert_eq!(error.to_string(), line);
+        }
+    }
 }

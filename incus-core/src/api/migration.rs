@@ -353,11 +353,13 @@ impl Transfer<'_> {
         let relay_result = relay.finish();
         match (result, relay_result) {
             (Ok(done), _) => Ok(received_on(&done)),
-            (Err(e), Err(relay_error)) if !e.message().contains(&relay_error) => Err(Error::Api {
-                remote: self.target.remote().to_string(),
-                status: e.status().unwrap_or(400),
-                message: format!("{} (relay: {relay_error})", e.message()),
-            }),
+            (Err(e), Err(relay_error)) if !e.message().contains(&relay_error.to_string()) => {
+                Err(Error::Api {
+                    remote: self.target.remote().to_string(),
+                    status: e.status().unwrap_or(400),
+                    message: format!("{} (relay: {relay_error})", e.message()),
+                })
+            }
             (Err(e), _) => Err(e),
         }
     }

@@ -298,7 +298,9 @@ impl<'a> Replicator<'a> {
         let source_ids = ids(&source_snapshots);
         let lock_name =
             lock::lock_name(&[prefix(&self.standby_fingerprint), &target_project, name]);
-        let _lock = match lock::try_lock(&lock::lock_dir(), &lock_name)? {
+        let _lock = match lock::try_lock(&lock::lock_dir(), &lock_name)
+            .map_err(|e| e.to_string())?
+        {
             Some(lock) => lock,
             None => {
                 return Err(format!(

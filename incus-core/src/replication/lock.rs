@@ -8,6 +8,7 @@
 //! `INCUS_PUSH_LOCK_DIR` overrides both.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -38,6 +39,52 @@ fn current_uid() -> Option<u32> {
     std::fs::metadata("/proc/self").map(|m| m.uid()).ok()
 }
 
+/// Why a lock could not be taken (another run holding it is not an error: see [`try_lock`]).
+/// One line naming the path and what to do; the underlying I/O error is part of that line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockError {
+    /// The lock file cannot be opened or created (a symlink there is refused).
+    #[error(
+        "cannot open the lock {}: {error} (a symlink there is refused; remove it)",
+        .path.display()
+    )]
+    Open { path: PathBuf, error: io::Error },
+    /// `flock` itself failed (not: someone else holds it).
+    #[error("cannot lock {}: {error}", .path.display())]
+    Lock { path: PathBuf, error: io::Error },
+    /// The lock directory or its parent cannot be created.
+    #[error("cannot create {}: {error}", .path.display())]
+    Create { path: PathBuf, error: io::Error },
+    /// The lock directory cannot be examined.
+    #[error("cannot read {}: {error}", .path.display())]
+    Read { path: PathBuf, error: io::Error },
+    /// The lock directory is a symlink.
+    #[error(
+        "the lock directory {} is a symlink; refusing it: remove it (incus-push makes it again)",
+        .dir.display()
+    )]
+    Symlink { dir: PathBuf },
+    /// The lock directory's path is something other than a directory.
+    #[error("the lock directory {} is not a directory; remove it", .dir.display())]
+    NotADirectory { dir: PathBuf },
+    /// The lock directory belongs to another user than root or this one.
+    #[error(
+        "the lock directory {} belongs to uid {uid}, not to root or to this user; remove it, or set INCUS_PUSH_LOCK_DIR",
+        .dir.display()
+    )]
+    Owner { dir: PathBuf, uid: u32 },
+    /// Our own lock directory with a loose mode could not be tightened.
+    #[error("cannot tighten {}: {error}", .dir.display())]
+    Tighten { dir: PathBuf, error: io::Error },
+    /// Someone else's lock directory that other users may write.
+    #[error(
+        "the lock directory {} is writable by other users (mode {mode:o}); make it `chmod 0770` owned by root:{ADMIN_GROUP}",
+        .dir.display()
+    )]
+    Writable { dir: PathBuf, mode: u32 },
+}
+
 /// A held lock; released on drop.
 #[derive(Debug)]
 pub struct ReplicaLock {
@@ -64,14 +111,12 @@ pub fn lock_name(parts: &[&str]) -> String {
 }
 
 /// Takes the lock named `name`, or says that another run holds it.
-pub fn try_lock(dir: &Path, name: &str) -> Result<Option<ReplicaLock>, String> {
+pub fn try_lock(dir: &Path, name: &str) -> Result<Option<ReplicaLock>, LockError> {
     prepare_dir(dir)?;
     let path = dir.join(format!("{name}.lock"));
-    let refused = |e: std::io::Error| {
-        format!(
-            "cannot open the lock {}: {e} (a symlink there is refused; remove it)",
-            path.display()
-        )
+    let refused = |error: io::Error| LockError::Open {
+        path: path.clone(),
+        error,
     };
     // Read-only is enough for flock, so members of the admin group share root's lock files.
     let file = match OpenOptions::new()
@@ -97,7 +142,7 @@ pub fn try_lock(dir: &Path, name: &str) -> Result<Option<ReplicaLock>, String> {
     match file.try_lock() {
         Ok(()) => Ok(Some(ReplicaLock { _file: file })),
         Err(TryLockError::WouldBlock) => Ok(None),
-        Err(TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+        Err(TryLockError::Error(error)) => Err(LockError::Lock { path, error }),
     }
 }
 
@@ -105,15 +150,17 @@ pub fn try_lock(dir: &Path, name: &str) -> Result<Option<ReplicaLock>, String> {
 /// existing one: a real directory, owned by root or by us, writable by nobody else but the
 /// admin group. A directory of ours with a looser mode (older versions made it 1777) is
 /// tightened.
-fn prepare_dir(dir: &Path) -> Result<(), String> {
+fn prepare_dir(dir: &Path) -> Result<(), LockError> {
     let me = current_uid();
     let admin_gid = admin_group_id();
     let meta = match std::fs::symlink_metadata(dir) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(parent) = dir.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                std::fs::create_dir_all(parent).map_err(|error| LockError::Create {
+                    path: parent.to_path_buf(),
+                    error,
+                })?;
             }
             match std::fs::DirBuilder::new().mode(0o700).create(dir) {
                 Ok(()) => {
@@ -125,12 +172,24 @@ fn prepare_dir(dir: &Path) -> Result<(), String> {
                     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o770));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+                Err(error) => {
+                    return Err(LockError::Create {
+                        path: dir.to_path_buf(),
+                        error,
+                    });
+                }
             }
-            std::fs::symlink_metadata(dir)
-                .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+            std::fs::symlink_metadata(dir).map_err(|error| LockError::Read {
+                path: dir.to_path_buf(),
+                error,
+            })?
         }
-        Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
+        Err(error) => {
+            return Err(LockError::Read {
+                path: dir.to_path_buf(),
+                error,
+            });
+        }
     };
     check_dir(dir, &meta, me, admin_gid)
 }
@@ -140,24 +199,23 @@ fn check_dir(
     meta: &std::fs::Metadata,
     me: Option<u32>,
     admin_gid: Option<u32>,
-) -> Result<(), String> {
-    let shown = dir.display();
+) -> Result<(), LockError> {
     if meta.file_type().is_symlink() {
-        return Err(format!(
-            "the lock directory {shown} is a symlink; refusing it: remove it (incus-push makes it again)"
-        ));
+        return Err(LockError::Symlink {
+            dir: dir.to_path_buf(),
+        });
     }
     if !meta.is_dir() {
-        return Err(format!(
-            "the lock directory {shown} is not a directory; remove it"
-        ));
+        return Err(LockError::NotADirectory {
+            dir: dir.to_path_buf(),
+        });
     }
     let owner_ok = meta.uid() == 0 || Some(meta.uid()) == me;
     if !owner_ok {
-        return Err(format!(
-            "the lock directory {shown} belongs to uid {}, not to root or to this user; remove it, or set INCUS_PUSH_LOCK_DIR",
-            meta.uid()
-        ));
+        return Err(LockError::Owner {
+            dir: dir.to_path_buf(),
+            uid: meta.uid(),
+        });
     }
     let mode = meta.mode() & 0o7777;
     let group_ok = mode & 0o020 == 0 || meta.gid() == 0 || Some(meta.gid()) == admin_gid;
@@ -172,13 +230,18 @@ fn check_dir(
         let group_now = std::fs::symlink_metadata(dir).map(|m| m.gid()).ok();
         let private = group_now == Some(0) || group_now == admin_gid;
         let mode = if private { 0o770 } else { 0o700 };
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("cannot tighten {shown}: {e}"))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|error| {
+            LockError::Tighten {
+                dir: dir.to_path_buf(),
+                error,
+            }
+        })?;
         return Ok(());
     }
-    Err(format!(
-        "the lock directory {shown} is writable by other users (mode {mode:o}); make it `chmod 0770` owned by root:{ADMIN_GROUP}"
-    ))
+    Err(LockError::Writable {
+        dir: dir.to_path_buf(),
+        mode,
+    })
 }
 
 /// The gid of the Incus admin group, from /etc/group.
@@ -223,13 +286,28 @@ mod tests {
         let link = base.path().join("link");
         std::os::unix::fs::symlink(&dir, &link).expect("symlink");
         let err = try_lock(&link, "x").expect_err("a symlinked directory is refused");
-        assert!(err.contains("symlink"), "{err}");
+        assert!(matches!(err, LockError::Symlink { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the lock directory {} is a symlink; refusing it: remove it (incus-push makes it again)",
+                link.display()
+            )
+        );
 
         let target = base.path().join("elsewhere");
         std::fs::write(&target, "").expect("write");
         std::os::unix::fs::symlink(&target, dir.join("z.lock")).expect("symlink");
         let err = try_lock(&dir, "z").expect_err("a symlinked lock file is refused");
-        assert!(err.contains("symlink"), "{err}");
+        assert!(matches!(err, LockError::Open { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "cannot open the lock {}: ",
+                dir.join("z.lock").display()
+            )) && message.ends_with(" (a symlink there is refused; remove it)"),
+            "{message}"
+        );
     }
 
     #[test]
