@@ -7,6 +7,10 @@
 //! `end` record, which folds in the `end` record it read: the next tool can see whether
 //! everything before it finished ([`Upstream`]). A closed stdout stops the tool as an
 //! interruption does: no new work, and a non-zero exit.
+//!
+//! Every record type reads back too (`Deserialize`): a reader ignores fields it does not
+//! know, and a field the writer leaves out when empty reads as empty. Times are written to
+//! the second.
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::sync::Mutex;
@@ -17,7 +21,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 /// Which instance a record is about.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InstanceRef {
     pub remote: String,
     pub project: String,
@@ -50,12 +54,12 @@ fn optional_time<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok
 }
 
 /// `snapshot`: a snapshot was taken (incus-snap).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotRecord {
     #[serde(flatten)]
     pub of: InstanceRef,
     /// The cluster member holding the instance (absent on a single server).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     pub name: String,
     #[serde(serialize_with = "time")]
@@ -66,7 +70,7 @@ pub struct SnapshotRecord {
 }
 
 /// `schedule`: an instance's snapshot schedule after incus-snap schedule.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScheduleRecord {
     #[serde(flatten)]
     pub of: InstanceRef,
@@ -77,18 +81,18 @@ pub struct ScheduleRecord {
 }
 
 /// `push`: an instance was replicated (or found current) by incus-push.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PushRecord {
     #[serde(flatten)]
     pub of: InstanceRef,
     /// The cluster member holding the source (absent on a single server).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     pub target_remote: String,
     pub target_project: String,
     pub target_instance: String,
     /// The cluster member holding the replica (absent on a single standby).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_location: Option<String>,
     /// `copied`, `refreshed` or `up-to-date`.
     pub status: String,
@@ -96,32 +100,32 @@ pub struct PushRecord {
     pub snapshots: Vec<String>,
     pub seconds: f64,
     /// With `--replace`: the name the refused replica was moved to (renamed, kept).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved_aside: Option<String>,
     /// Archive points made before the refresh (instances in the archive project).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub archived: Vec<String>,
     /// Archive points the standby's policy no longer keeps, deleted after the refresh.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub archives_deleted: Vec<String>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
 }
 
 /// `pruned`: a snapshot was deleted (or would be, with `dry_run`) by incus-prune.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PrunedRecord {
     #[serde(flatten)]
     pub of: InstanceRef,
     pub name: String,
     #[serde(serialize_with = "time")]
     pub created_at: DateTime<Utc>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
 }
 
 /// `kept`: a snapshot incus-prune keeps, and why (with `--explain`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeptRecord {
     #[serde(flatten)]
     pub of: InstanceRef,
@@ -129,29 +133,29 @@ pub struct KeptRecord {
     #[serde(serialize_with = "time")]
     pub created_at: DateTime<Utc>,
     pub reasons: Vec<String>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
 }
 
 /// `status`: one instance's replication state, as incus-failover status sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusRecord {
     #[serde(flatten)]
     pub of: InstanceRef,
     /// The cluster member holding the primary copy (absent on a single server, or when the
     /// primary does not answer).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     pub standby: String,
     pub replica_project: String,
     pub replica_instance: String,
     /// The cluster member holding the replica (absent on a single standby).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_location: Option<String>,
     /// `up`, `unreachable` or `missing` (the primary answers, but has no such instance).
     pub primary: String,
     /// Why the primary is unreachable.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_error: Option<String>,
     pub primary_running: Option<bool>,
     pub primary_newest: Option<String>,
@@ -183,18 +187,18 @@ pub struct StatusRecord {
 }
 
 /// `step`: one step of a promotion or fencing, done (or, with `dry_run`, to be done).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     #[serde(flatten)]
     pub of: InstanceRef,
     pub step: String,
     pub detail: String,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
 }
 
 /// `promoted`: a replica now runs as the instance, on the standby.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PromotedRecord {
     #[serde(flatten)]
     pub of: InstanceRef,
@@ -202,7 +206,7 @@ pub struct PromotedRecord {
     pub replica_project: String,
     pub replica_instance: String,
     /// The cluster member the promoted instance runs on (absent on a single standby).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     /// The snapshot the promoted instance started from.
     pub snapshot: Option<String>,
@@ -217,15 +221,15 @@ pub struct PromotedRecord {
     #[serde(serialize_with = "optional_time")]
     pub primary_last_seen: Option<DateTime<Utc>>,
     /// It was promoted by an earlier run: nothing was done.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub already: bool,
     pub seconds: f64,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
 }
 
 /// `fenced`: the primary copy can no longer run by itself (autostart off, stopped).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FencedRecord {
     #[serde(flatten)]
     pub of: InstanceRef,
@@ -233,12 +237,12 @@ pub struct FencedRecord {
     /// Its `boot.autostart` before the fencing (`null`: unset).
     pub autostart_was: Option<String>,
     pub stopped: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
 }
 
 /// `failed-back`: the instance runs on the primary again; the standby holds an inert replica.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FailedBackRecord {
     #[serde(flatten)]
     pub of: InstanceRef,
@@ -248,15 +252,15 @@ pub struct FailedBackRecord {
     /// Where the old primary copy was kept (renamed, with its own snapshots and data).
     pub kept_aside: Option<String>,
     /// Done by an earlier run: nothing was changed.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub already: bool,
     pub seconds: f64,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
 }
 
 /// `token`: a trust token made (or found pending) on a server by incus-trust.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenRecord {
     pub remote: String,
     /// The client name the certificate will get.
@@ -275,7 +279,7 @@ pub struct TokenRecord {
 }
 
 /// `trusted`: a remote added to the CLI configuration by incus-trust add.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrustedRecord {
     /// The new remote's name.
     pub remote: String,
@@ -292,7 +296,7 @@ pub struct TrustedRecord {
 }
 
 /// `certificate`: a trusted certificate on a server (incus-trust list).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CertificateRecord {
     pub remote: String,
     pub name: String,
@@ -303,7 +307,7 @@ pub struct CertificateRecord {
 }
 
 /// `pending-token`: a trust token not used yet (incus-trust list), without its secret.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingTokenRecord {
     pub remote: String,
     pub name: String,
@@ -313,7 +317,7 @@ pub struct PendingTokenRecord {
 }
 
 /// `revoked` or `removed`: a pending token revoked, or a trusted certificate removed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrustChangeRecord {
     pub remote: String,
     pub name: String,
@@ -322,7 +326,7 @@ pub struct TrustChangeRecord {
 }
 
 /// `check`: one remote as incus-trust check finds it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckRecord {
     pub remote: String,
     pub addr: String,
@@ -337,25 +341,25 @@ pub struct CheckRecord {
     /// dialled in pull mode.
     pub listening: Option<bool>,
     /// With --standby: the standby listens too, so that failback's pull works.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failback_ready: Option<bool>,
     pub ok: bool,
     pub problems: Vec<String>,
 }
 
 /// `error`: something failed; the record names the tool and, when known, the instance.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorRecord {
     pub tool: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
     pub message: String,
     /// The input line number, for malformed input.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
 }
 
@@ -400,7 +404,7 @@ impl Outcome {
 
 /// `end`: the last record of every tool's output: how this tool and every tool before it
 /// ended. A stream that stops without one was cut: its writer was killed or crashed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndRecord {
     pub tool: String,
     /// The worst outcome of this tool and of everything upstream.
@@ -411,7 +415,7 @@ pub struct EndRecord {
 }
 
 /// Every record type the tools write.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Record {
     Snapshot(SnapshotRecord),
@@ -1041,6 +1045,350 @@ mod tests {
         let (out, _) = capture();
         read_from("{\"type\":\"end\",\"status\":\"weird\"}\n".as_bytes(), &out).unwrap_or_default();
         assert_eq!(out.upstream().outcome(), Outcome::Failed);
+    }
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(seconds, 0).expect("a valid time")
+    }
+
+    fn web() -> InstanceRef {
+        InstanceRef {
+            remote: "local".into(),
+            project: "prod".into(),
+            instance: "web".into(),
+        }
+    }
+
+    /// Writes `record` as a tool does, reads it back as a [`Record`] and, from the same
+    /// line with a field added by some later version, as its own type `T`; both equal the
+    /// original, and writing again gives the same line.
+    fn round_trip<T>(record: Record, inner: &T)
+    where
+        T: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let line = serde_json::to_string(&record).expect("serialize");
+        let back: Record = serde_json::from_str(&line).expect("deserialize as Record");
+        assert_eq!(back, record, "{line}");
+        assert_eq!(serde_json::to_string(&back).expect("serialize"), line);
+        let Ok(Value::Object(mut fields)) = serde_json::from_str::<Value>(&line) else {
+            panic!("not an object: {line}")
+        };
+        fields.insert("x-later-field".into(), Value::from(1));
+        let typed: T = serde_json::from_value(Value::Object(fields)).expect("deserialize");
+        assert_eq!(&typed, inner, "{line}");
+    }
+
+    macro_rules! round_trips {
+        ($($variant:ident($value:expr)),+ $(,)?) => {
+            $(
+                let value = $value;
+                round_trip(Record::$variant(value.clone()), &value);
+            )+
+        };
+    }
+
+    #[test]
+    fn every_record_reads_back_as_written() {
+        round_trips![
+            Snapshot(SnapshotRecord {
+                of: web(),
+                location: Some("m1".into()),
+                name: "auto-1".into(),
+                created_at: at(1_795_899_000),
+                expires_at: Some(at(1_796_000_000)),
+                stateful: true,
+            }),
+            Snapshot(SnapshotRecord {
+                of: web(),
+                location: None,
+                name: "auto-1".into(),
+                created_at: at(1_795_899_000),
+                expires_at: None,
+                stateful: false,
+            }),
+            Schedule(ScheduleRecord {
+                of: web(),
+                schedule: Some("@daily".into()),
+                pattern: Some("auto-%d".into()),
+                expiry: Some("1w".into()),
+                stopped: true,
+            }),
+            Schedule(ScheduleRecord {
+                of: web(),
+                schedule: None,
+                pattern: None,
+                expiry: None,
+                stopped: false,
+            }),
+            Push(PushRecord {
+                of: web(),
+                location: Some("m1".into()),
+                target_remote: "standby".into(),
+                target_project: "prod".into(),
+                target_instance: "web".into(),
+                target_location: Some("s2".into()),
+                status: "refreshed".into(),
+                snapshots: vec!["auto-1".into(), "auto-2".into()],
+                seconds: 1.25,
+                moved_aside: Some("web-aside".into()),
+                archived: vec!["a1".into()],
+                archives_deleted: vec!["a0".into()],
+                dry_run: true,
+            }),
+            Push(PushRecord {
+                of: web(),
+                location: None,
+                target_remote: "standby".into(),
+                target_project: "prod".into(),
+                target_instance: "web".into(),
+                target_location: None,
+                status: "up-to-date".into(),
+                snapshots: vec![],
+                seconds: 0.0,
+                moved_aside: None,
+                archived: vec![],
+                archives_deleted: vec![],
+                dry_run: false,
+            }),
+            Pruned(PrunedRecord {
+                of: web(),
+                name: "auto-1".into(),
+                created_at: at(1_795_899_000),
+                dry_run: true,
+            }),
+            Pruned(PrunedRecord {
+                of: web(),
+                name: "auto-1".into(),
+                created_at: at(1_795_899_000),
+                dry_run: false,
+            }),
+            Kept(KeptRecord {
+                of: web(),
+                name: "auto-1".into(),
+                created_at: at(1_795_899_000),
+                reasons: vec!["daily snapshot".into()],
+                dry_run: true,
+            }),
+            Status(StatusRecord {
+                of: web(),
+                location: Some("m1".into()),
+                standby: "standby".into(),
+                replica_project: "prod".into(),
+                replica_instance: "web".into(),
+                replica_location: Some("s1".into()),
+                primary: "unreachable".into(),
+                primary_error: Some("refused".into()),
+                primary_running: Some(true),
+                primary_newest: Some("auto-2".into()),
+                primary_newest_at: Some(at(1_795_899_100)),
+                replica_newest: Some("auto-1".into()),
+                replica_newest_at: Some(at(1_795_899_000)),
+                replica_snapshots: 3,
+                rpo_seconds: Some(100),
+                last_sync: Some(at(1_795_899_050)),
+                ready: false,
+                problems: vec!["stale".into()],
+                replica_running: false,
+                promoted: false,
+                fenced: Some(false),
+                split_brain: false,
+                history_points: 5,
+                history_oldest: Some(at(1_795_000_000)),
+                history_newest: Some(at(1_795_899_000)),
+            }),
+            Status(StatusRecord {
+                of: web(),
+                location: None,
+                standby: "standby".into(),
+                replica_project: "prod".into(),
+                replica_instance: "web".into(),
+                replica_location: None,
+                primary: "up".into(),
+                primary_error: None,
+                primary_running: None,
+                primary_newest: None,
+                primary_newest_at: None,
+                replica_newest: None,
+                replica_newest_at: None,
+                replica_snapshots: 0,
+                rpo_seconds: None,
+                last_sync: None,
+                ready: true,
+                problems: vec![],
+                replica_running: true,
+                promoted: true,
+                fenced: None,
+                split_brain: true,
+                history_points: 0,
+                history_oldest: None,
+                history_newest: None,
+            }),
+            Step(StepRecord {
+                of: web(),
+                step: "stop".into(),
+                detail: "stopped the primary".into(),
+                dry_run: true,
+            }),
+            Promoted(PromotedRecord {
+                of: web(),
+                standby: "standby".into(),
+                replica_project: "prod".into(),
+                replica_instance: "web".into(),
+                location: Some("s1".into()),
+                snapshot: Some("auto-1".into()),
+                emergency: true,
+                data_loss_since: Some(at(1_795_899_000)),
+                data_loss_seconds: Some(60),
+                primary_last_seen: Some(at(1_795_899_060)),
+                already: true,
+                seconds: 3.5,
+                dry_run: true,
+            }),
+            Promoted(PromotedRecord {
+                of: web(),
+                standby: "standby".into(),
+                replica_project: "prod".into(),
+                replica_instance: "web".into(),
+                location: None,
+                snapshot: None,
+                emergency: false,
+                data_loss_since: None,
+                data_loss_seconds: Some(0),
+                primary_last_seen: None,
+                already: false,
+                seconds: 0.5,
+                dry_run: false,
+            }),
+            Fenced(FencedRecord {
+                of: web(),
+                standby: "standby".into(),
+                autostart_was: Some("true".into()),
+                stopped: true,
+                dry_run: true,
+            }),
+            Fenced(FencedRecord {
+                of: web(),
+                standby: "standby".into(),
+                autostart_was: None,
+                stopped: false,
+                dry_run: false,
+            }),
+            FailedBack(FailedBackRecord {
+                of: web(),
+                standby: "standby".into(),
+                snapshot: Some("auto-1".into()),
+                kept_aside: Some("web-old".into()),
+                already: true,
+                seconds: 2.0,
+                dry_run: false,
+            }),
+            Token(TokenRecord {
+                remote: "standby".into(),
+                name: "primary".into(),
+                token: "eyJ0b2tlbiI6MX0=".into(),
+                fingerprint: "ab12".into(),
+                addresses: vec!["10.0.0.2:8443".into()],
+                expires_at: Some(at(1_795_999_000)),
+                projects: vec!["prod".into()],
+                reused: true,
+            }),
+            Trusted(TrustedRecord {
+                remote: "standby".into(),
+                addr: "https://10.0.0.2:8443".into(),
+                fingerprint: "ab12".into(),
+                client_fingerprint: "cd34".into(),
+                how: "redeemed".into(),
+                new_client_certificate: true,
+            }),
+            Certificate(CertificateRecord {
+                remote: "standby".into(),
+                name: "primary".into(),
+                fingerprint: "cd34".into(),
+                kind: "client".into(),
+                restricted: true,
+                projects: vec!["prod".into()],
+            }),
+            PendingToken(PendingTokenRecord {
+                remote: "standby".into(),
+                name: "primary".into(),
+                expires_at: None,
+                operation: "0f1e".into(),
+            }),
+            Revoked(TrustChangeRecord {
+                remote: "standby".into(),
+                name: "primary".into(),
+                id: "0f1e".into(),
+            }),
+            Removed(TrustChangeRecord {
+                remote: "standby".into(),
+                name: "primary".into(),
+                id: "cd34".into(),
+            }),
+            Check(CheckRecord {
+                remote: "standby".into(),
+                addr: "https://10.0.0.2:8443".into(),
+                reachable: true,
+                certificate_ok: true,
+                trusted: false,
+                missing_extensions: vec!["instance_refresh".into()],
+                listening: Some(true),
+                failback_ready: Some(false),
+                ok: false,
+                problems: vec!["not trusted".into()],
+            }),
+            Check(CheckRecord {
+                remote: "local".into(),
+                addr: "unix://".into(),
+                reachable: true,
+                certificate_ok: true,
+                trusted: true,
+                missing_extensions: vec![],
+                listening: None,
+                failback_ready: None,
+                ok: true,
+                problems: vec![],
+            }),
+            Error(ErrorRecord {
+                tool: "incus-push".into(),
+                remote: Some("local".into()),
+                project: Some("prod".into()),
+                instance: Some("web".into()),
+                message: "failed".into(),
+                line: Some(3),
+            }),
+            Error(ErrorRecord::run_level("incus-push", "failed")),
+            End(EndRecord {
+                tool: "incus-prune".into(),
+                status: Outcome::Partial,
+                failed: vec!["incus-push".into()],
+            }),
+        ];
+    }
+
+    #[test]
+    fn records_read_with_the_names_and_layout_docs_records_md_gives() {
+        // Flat, `type` first, the instance's fields at the top level, empty optional fields
+        // left out: what other programs write and what the tools wrote before.
+        let line = r#"{"type":"push","remote":"local","project":"default","instance":"web","target_remote":"standby","target_project":"default","target_instance":"web","status":"copied","snapshots":["s1"],"seconds":1.5}"#;
+        let Ok(Record::Push(push)) = serde_json::from_str::<Record>(line) else {
+            panic!("{line}")
+        };
+        assert_eq!(push.of.instance, "web");
+        assert!(push.archived.is_empty() && !push.dry_run && push.moved_aside.is_none());
+        assert_eq!(
+            serde_json::to_string(&Record::Push(push)).ok().as_deref(),
+            Some(line)
+        );
+        let line = r#"{"type":"failed-back","remote":"local","project":"default","instance":"web","standby":"standby","snapshot":null,"kept_aside":null,"seconds":0.25}"#;
+        assert!(matches!(
+            serde_json::from_str::<Record>(line),
+            Ok(Record::FailedBack(FailedBackRecord { already: false, .. }))
+        ));
+        let line = r#"{"type":"pending-token","remote":"s","name":"n","expires_at":"2026-11-28T20:50:00+00:00","operation":"o"}"#;
+        let Ok(Record::PendingToken(token)) = serde_json::from_str::<Record>(line) else {
+            panic!("{line}")
+        };
+        assert_eq!(token.expires_at, Some(at(1_795_899_000)));
     }
 
     #[test]

@@ -509,6 +509,26 @@ impl Output {
             .collect()
     }
 
+    /// The records whose `"type"` field equals `ty`, read as the record type `T` (e.g.
+    /// `incus_core::record::PushRecord` for `"push"`): fields `T` does not know are ignored.
+    /// Panics, showing the record and the output, if one does not read as `T`.
+    #[track_caller]
+    pub fn records_as<T: serde::de::DeserializeOwned>(&self, ty: &str) -> Vec<T> {
+        self.records_of(ty)
+            .into_iter()
+            .map(|r| {
+                serde_json::from_value(r.clone()).unwrap_or_else(|e| {
+                    panic!(
+                        "a {ty:?} record does not read as {} ({e}): {r}\nstdout:\n{}\nstderr:\n{}",
+                        std::any::type_name::<T>(),
+                        self.stdout,
+                        self.stderr
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// The `end` record, which must be the last line of the output (panics otherwise).
     #[track_caller]
     pub fn end(&self) -> Value {

@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
+use incus_core::record::SnapshotRecord;
 use incus_standby_tests::{
     END, Instance, Output, Project, incus_ok, instance_exists, lab, snapshots_of, tool, unique,
 };
@@ -397,9 +398,9 @@ fn an_instance_in_a_project_is_found_only_with_that_project() {
         .args(["--project", p, "--pattern", "p%d", &c.name])
         .run();
     out.assert_success();
-    let records = out.records_of("snapshot");
+    let records: Vec<SnapshotRecord> = out.records_as("snapshot");
     assert_eq!(records.len(), 1, "{}", out.stdout);
-    assert_eq!(records[0]["project"], p);
+    assert_eq!(records[0].of.project, p);
     assert_eq!(c.snapshots(), ["p0"]);
 
     // A record carrying the project selects it there, without --project.
@@ -459,10 +460,10 @@ fn a_remotes_configured_project_is_honoured() {
         .args(["--pattern", "c%d", &r.address()])
         .run();
     out.assert_success();
-    let records = out.records_of("snapshot");
+    let records: Vec<SnapshotRecord> = out.records_as("snapshot");
     assert_eq!(records.len(), 1, "{}", out.stdout);
-    assert_eq!(records[0]["remote"], "standby");
-    assert_eq!(records[0]["project"], p);
+    assert_eq!(records[0].of.remote, "standby");
+    assert_eq!(records[0].of.project, p);
     assert_eq!(r.snapshots(), ["c0"]);
 
     // `standby:` lists that project only.

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use incus_core::record::{PromotedRecord, StatusRecord};
 use incus_standby_tests::{
     Instance, Output, config_get_in, incus_ok, instances_named, snapshots_of, tool, unique,
 };
@@ -121,8 +122,8 @@ fn the_standby_keeps_three_points_while_the_primary_keeps_one_and_promote_at_goe
         .args(["status", "--standby", "standby", &name])
         .run();
     status.assert_success();
-    let record = &status.records_of("status")[0];
-    assert_eq!(record["history_points"], 3, "{record}");
+    let record = &status.records_as::<StatusRecord>("status")[0];
+    assert_eq!(record.history_points, 3, "{record:?}");
 
     // The ransomware case: today's data is bad, round 3 comes back.
     c.exec("echo encrypted > /root/round");
@@ -130,9 +131,9 @@ fn the_standby_keeps_three_points_while_the_primary_keeps_one_and_promote_at_goe
         .args(["promote", "--standby", "standby", "--at", "r3", &name])
         .run();
     out.assert_success();
-    let promoted = &out.records_of("promoted")[0];
-    assert_eq!(promoted["snapshot"], "r3", "{promoted}");
-    assert!(promoted["data_loss_since"].as_str().is_some(), "{promoted}");
+    let promoted = &out.records_as::<PromotedRecord>("promoted")[0];
+    assert_eq!(promoted.snapshot.as_deref(), Some("r3"), "{promoted:?}");
+    assert!(promoted.data_loss_since.is_some(), "{promoted:?}");
     assert_eq!(
         incus_ok(&["exec", &replica, "--", "cat", "/root/round"]),
         "round3"

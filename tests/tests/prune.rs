@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use incus_core::record::{KeptRecord, PrunedRecord};
 use incus_standby_tests::{
     Cmd, Instance, bin_dir, conf_with_an_unreachable_remote, snapshots_of, tool, unique,
 };
@@ -78,29 +79,26 @@ fn a_dry_run_deletes_nothing_and_explain_gives_the_reasons() {
     let out = prune(&["--dry-run", "--explain", "--keep-last", "1", &c.name]);
     out.assert_success();
     assert_eq!(c.snapshots(), ["auto-1", "auto-2", "auto-3"]);
-    let pruned = out.records_of("pruned");
+    let pruned: Vec<PrunedRecord> = out.records_as("pruned");
     assert_eq!(names_of(&out, "pruned"), ["auto-1", "auto-2"]);
-    assert!(
-        pruned.iter().all(|r| r["dry_run"] == true),
-        "{}",
-        out.stdout
-    );
-    let kept = out.records_of("kept");
+    assert!(pruned.iter().all(|r| r.dry_run), "{}", out.stdout);
+    let kept: Vec<KeptRecord> = out.records_as("kept");
     assert_eq!(kept.len(), 1, "{}", out.stdout);
-    assert_eq!(kept[0]["name"], "auto-3");
-    assert_eq!(kept[0]["reasons"], serde_json::json!(["keep-last #1"]));
-    assert_eq!(kept[0]["dry_run"], true);
+    assert_eq!(kept[0].name, "auto-3");
+    assert_eq!(kept[0].reasons, ["keep-last #1"]);
+    assert!(kept[0].dry_run);
 
     // --keep-within counts back from the newest snapshot.
     let out = prune(&["--dry-run", "--explain", "--keep-within", "1H", &c.name]);
     out.assert_success();
     assert!(out.records_of("pruned").is_empty(), "{}", out.stdout);
     assert_eq!(names_of(&out, "kept"), ["auto-1", "auto-2", "auto-3"]);
-    for record in out.records_of("kept") {
-        let reason = record["reasons"][0]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+    for record in out.records_as::<KeptRecord>("kept") {
+        let reason = record
+            .reasons
+            .first()
+            .map(String::as_str)
+            .unwrap_or_default();
         assert!(reason.starts_with("keep-within >= "), "{reason}");
     }
 
