@@ -55,6 +55,27 @@ pub enum Error {
     Protocol { remote: String, detail: String },
 }
 
+/// Incus failed a step of a longer sequence: what was being done, its error, and what that
+/// left (`; …`, or empty). Replication and failover errors carry it.
+#[derive(Debug, thiserror::Error)]
+#[error("{doing}{}{source}{left}", if .doing.is_empty() { "" } else { ": " })]
+pub struct StepFailed {
+    pub doing: String,
+    #[source]
+    pub source: Box<Error>,
+    pub left: String,
+}
+
+impl StepFailed {
+    pub fn new(doing: impl Into<String>, source: Error, left: &str) -> Self {
+        StepFailed {
+            doing: doing.into(),
+            source: Box::new(source),
+            left: left.to_string(),
+        }
+    }
+}
+
 impl Error {
     /// The HTTP status Incus gave, if this is an API error.
     pub fn status(&self) -> Option<u16> {

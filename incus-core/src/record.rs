@@ -153,7 +153,7 @@ pub struct StatusRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_location: Option<String>,
     /// `up`, `unreachable` or `missing` (the primary answers, but has no such instance).
-    pub primary: String,
+    pub primary: PrimaryState,
     /// Why the primary is unreachable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_error: Option<String>,
@@ -191,7 +191,7 @@ pub struct StatusRecord {
 pub struct StepRecord {
     #[serde(flatten)]
     pub of: InstanceRef,
-    pub step: String,
+    pub step: crate::failover::Step,
     pub detail: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
@@ -226,6 +226,26 @@ pub struct PromotedRecord {
     pub seconds: f64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+}
+
+/// What the primary said about an instance, as a `status` record words it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrimaryState {
+    Up,
+    Unreachable,
+    /// The primary answers, but has no such instance.
+    Missing,
+}
+
+impl PrimaryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrimaryState::Up => "up",
+            PrimaryState::Unreachable => "unreachable",
+            PrimaryState::Missing => "missing",
+        }
+    }
 }
 
 /// `fenced`: the primary copy can no longer run by itself (autostart off, stopped).
@@ -1176,7 +1196,7 @@ mod tests {
                 replica_project: "prod".into(),
                 replica_instance: "web".into(),
                 replica_location: Some("s1".into()),
-                primary: "unreachable".into(),
+                primary: PrimaryState::Unreachable,
                 primary_error: Some("refused".into()),
                 primary_running: Some(true),
                 primary_newest: Some("auto-2".into()),
@@ -1203,7 +1223,7 @@ mod tests {
                 replica_project: "prod".into(),
                 replica_instance: "web".into(),
                 replica_location: None,
-                primary: "up".into(),
+                primary: PrimaryState::Up,
                 primary_error: None,
                 primary_running: None,
                 primary_newest: None,
@@ -1225,7 +1245,7 @@ mod tests {
             }),
             Step(StepRecord {
                 of: web(),
-                step: "stop".into(),
+                step: crate::failover::Step::Stop,
                 detail: "stopped the primary".into(),
                 dry_run: true,
             }),

@@ -5,11 +5,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
-use anyhow::Result;
-
 use crate::address::Target;
 use crate::api::instances::{self, Instance};
-use crate::cli::usage;
 use crate::client::Client;
 use crate::record::{InputRecord, InstanceRef, Output, read_stdin};
 use crate::remote::Remotes;
@@ -110,16 +107,80 @@ enum Want {
     Remote(String),
 }
 
+/// Why no selection could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A mistake in the command line (exit 2), before anything was read.
+    #[error("{0}")]
+    Usage(String),
+    #[error("reading stdin: {0}")]
+    Stdin(#[source] std::io::Error),
+}
+
+fn usage(message: impl std::fmt::Display) -> Error {
+    Error::Usage(message.to_string())
+}
+
 /// Checks the flags (usage errors before anything else), reads and forwards stdin, then
 /// resolves the targets. Instances that cannot be found or reached are reported through
 /// `output` and left out.
-pub fn gather(args: &TargetArgs, output: &Output) -> Result<Selection> {
+pub fn gather(args: &TargetArgs, output: &Output) -> Result<Selection, Error> {
     let excludes = args
         .exclude
         .iter()
         .map(|g| glob::Pattern::new(g).map_err(|e| usage(format!("--exclude \"{g}\": {e}"))))
-        .collect::<Result<Vec<_>>>()?;
-    let connections = Connections::load().map_err(|e| usage(e.to_string()))?;
+        .collect::<Result<Vec<_>, _>>()?;
+    let connections = Connections::load().map_err(usage)?;
+    let mut wants = named(args, &connections)?;
+    let piped = stdin_has_data_source();
+    if wants.is_empty() && !piped {
+        return Err(usage(
+            "no instances named: give [REMOTE:]INSTANCE, REMOTE:, --all, or pipe records from another incus tool",
+        ));
+    }
+    let input = if piped {
+        read_stdin(output).map_err(Error::Stdin)?
+    } else {
+        Vec::new()
+    };
+    for record in &input {
+        if let Some((remote, project, name)) = record.instance() {
+            wants.push(Want::Instance {
+                remote,
+                project,
+                name,
+            });
+        }
+    }
+    let mut chooser = Chooser {
+        args,
+        excludes,
+        connections: &connections,
+        output,
+        lists: BTreeMap::new(),
+        seen: HashSet::new(),
+        chosen: Vec::new(),
+    };
+    for want in wants {
+        match want {
+            Want::Remote(remote) => chooser.remote(&remote),
+            Want::Instance {
+                remote,
+                project,
+                name,
+            } => chooser.instance(&remote, project, &name),
+        }
+    }
+    let instances = chooser.chosen;
+    Ok(Selection {
+        input,
+        instances,
+        connections,
+    })
+}
+
+/// The instances named on the command line (not yet stdin's), their remotes checked.
+fn named(args: &TargetArgs, connections: &Connections) -> Result<Vec<Want>, Error> {
     let default_remote = connections.remotes().default_remote().to_string();
     let mut wants = Vec::new();
     for text in &args.targets {
@@ -144,148 +205,126 @@ pub fn gather(args: &TargetArgs, output: &Output) -> Result<Selection> {
             Want::Remote(r) => r,
             Want::Instance { remote, .. } => remote,
         };
-        connections
-            .remotes()
-            .get(remote)
-            .map_err(|e| usage(e.to_string()))?;
+        connections.remotes().get(remote).map_err(usage)?;
     }
     if args.all {
-        wants.push(Want::Remote(default_remote.clone()));
+        wants.push(Want::Remote(default_remote));
     }
-    let piped = stdin_has_data_source();
-    if wants.is_empty() && !piped {
-        return Err(usage(
-            "no instances named: give [REMOTE:]INSTANCE, REMOTE:, --all, or pipe records from another incus tool",
-        ));
-    }
-    let input = if piped {
-        read_stdin(output).map_err(|e| anyhow::anyhow!("reading stdin: {e}"))?
-    } else {
-        Vec::new()
-    };
-    for record in &input {
-        if let Some((remote, project, name)) = record.instance() {
-            wants.push(Want::Instance {
-                remote,
-                project,
-                name,
-            });
-        }
-    }
-    let mut lists: BTreeMap<(String, String), crate::Result<Vec<Instance>>> = BTreeMap::new();
-    let mut seen = HashSet::new();
-    let mut chosen = Vec::new();
-    let mut push = |selected: Selected, chosen: &mut Vec<Selected>| {
+    Ok(wants)
+}
+
+/// Collects the chosen instances, each once, filtered by the flags; what cannot be found is
+/// reported and left out.
+struct Chooser<'a> {
+    args: &'a TargetArgs,
+    excludes: Vec<glob::Pattern>,
+    connections: &'a Connections,
+    output: &'a Output,
+    /// Instance listings per (remote, project), read once.
+    lists: BTreeMap<(String, String), crate::Result<Vec<Instance>>>,
+    seen: HashSet<InstanceRef>,
+    chosen: Vec<Selected>,
+}
+
+impl Chooser<'_> {
+    fn push(&mut self, selected: Selected) {
         let name = &selected.of.instance;
-        if excludes.iter().any(|g| g.matches(name))
-            || (args.running && !selected.instance.is_running())
-            || (args.stopped && selected.instance.is_running())
+        if self.excludes.iter().any(|g| g.matches(name))
+            || (self.args.running && !selected.instance.is_running())
+            || (self.args.stopped && selected.instance.is_running())
         {
             return;
         }
-        if seen.insert(selected.of.clone()) {
-            chosen.push(selected);
-        }
-    };
-    for want in wants {
-        match want {
-            Want::Remote(remote) => {
-                let client = match connections.client(&remote, args.project.as_deref()) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        output.remote_error(&remote, args.project.as_deref(), &e.to_string());
-                        continue;
-                    }
-                };
-                match instances::list(&client, args.all_projects) {
-                    Ok(list) => {
-                        for instance in list {
-                            let client = client.in_project(&instance.project);
-                            let of = InstanceRef {
-                                remote: remote.clone(),
-                                project: instance.project.clone(),
-                                instance: instance.name.clone(),
-                            };
-                            push(
-                                Selected {
-                                    of,
-                                    client,
-                                    instance,
-                                },
-                                &mut chosen,
-                            );
-                        }
-                    }
-                    Err(e) => output.remote_error(
-                        &remote,
-                        Some(client.project()),
-                        &format!("listing instances: {e}"),
-                    ),
-                }
-            }
-            Want::Instance {
-                remote,
-                project,
-                name,
-            } => {
-                let client = match connections.client(&remote, project.as_deref()) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let of = InstanceRef {
-                            remote: remote.clone(),
-                            project: project.unwrap_or_else(|| "default".into()),
-                            instance: name,
-                        };
-                        output.error(Some(&of), &e.to_string());
-                        continue;
-                    }
-                };
-                let of = InstanceRef {
-                    remote: remote.clone(),
-                    project: client.project().to_string(),
-                    instance: name.clone(),
-                };
-                let key = (remote.clone(), client.project().to_string());
-                let list = lists
-                    .entry(key)
-                    .or_insert_with(|| instances::list(&client, false));
-                let list = match list {
-                    Ok(list) => list,
-                    Err(e) => {
-                        output.error(Some(&of), &e.to_string());
-                        continue;
-                    }
-                };
-                match list.iter().find(|i| i.name == name) {
-                    Some(instance) => push(
-                        Selected {
-                            of,
-                            client: client.clone(),
-                            instance: instance.clone(),
-                        },
-                        &mut chosen,
-                    ),
-                    None => output.error(
-                        Some(&of),
-                        &format!(
-                            "no instance \"{name}\" in project \"{project}\" on remote \"{remote}\"; check the name with `incus list {remote}:{flag}`",
-                            project = client.project(),
-                            flag = if client.project() == "default" {
-                                String::new()
-                            } else {
-                                format!(" --project {}", client.project())
-                            }
-                        ),
-                    ),
-                }
-            }
+        if self.seen.insert(selected.of.clone()) {
+            self.chosen.push(selected);
         }
     }
-    Ok(Selection {
-        input,
-        instances: chosen,
-        connections,
-    })
+
+    /// `REMOTE:` and `--all`: every instance of the remote's project (or all projects).
+    fn remote(&mut self, remote: &str) {
+        let project = self.args.project.as_deref();
+        let client = match self.connections.client(remote, project) {
+            Ok(c) => c,
+            Err(e) => {
+                self.output.remote_error(remote, project, &e.to_string());
+                return;
+            }
+        };
+        match instances::list(&client, self.args.all_projects) {
+            Ok(list) => {
+                for instance in list {
+                    let client = client.in_project(&instance.project);
+                    let of = InstanceRef {
+                        remote: remote.to_string(),
+                        project: instance.project.clone(),
+                        instance: instance.name.clone(),
+                    };
+                    self.push(Selected {
+                        of,
+                        client,
+                        instance,
+                    });
+                }
+            }
+            Err(e) => self.output.remote_error(
+                remote,
+                Some(client.project()),
+                &format!("listing instances: {e}"),
+            ),
+        }
+    }
+
+    /// `[REMOTE:]INSTANCE`, or an input record: found in its project's listing.
+    fn instance(&mut self, remote: &str, project: Option<String>, name: &str) {
+        let client = match self.connections.client(remote, project.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                let of = InstanceRef {
+                    remote: remote.to_string(),
+                    project: project.unwrap_or_else(|| "default".into()),
+                    instance: name.to_string(),
+                };
+                self.output.error(Some(&of), &e.to_string());
+                return;
+            }
+        };
+        let of = InstanceRef {
+            remote: remote.to_string(),
+            project: client.project().to_string(),
+            instance: name.to_string(),
+        };
+        let key = (remote.to_string(), client.project().to_string());
+        let found = match self
+            .lists
+            .entry(key)
+            .or_insert_with(|| instances::list(&client, false))
+        {
+            Ok(list) => list.iter().find(|i| i.name == name).cloned(),
+            Err(e) => {
+                self.output.error(Some(&of), &e.to_string());
+                return;
+            }
+        };
+        match found {
+            Some(instance) => self.push(Selected {
+                of,
+                client: client.clone(),
+                instance,
+            }),
+            None => self.output.error(
+                Some(&of),
+                &format!(
+                    "no instance \"{name}\" in project \"{project}\" on remote \"{remote}\"; check the name with `incus list {remote}:{flag}`",
+                    project = client.project(),
+                    flag = if client.project() == "default" {
+                        String::new()
+                    } else {
+                        format!(" --project {}", client.project())
+                    }
+                ),
+            ),
+        }
+    }
 }
 
 /// True when stdin is a pipe, a file or a socket: something another program feeds. A

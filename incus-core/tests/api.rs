@@ -34,9 +34,10 @@ fn instances_are_listed_read_patched_started_and_stopped() {
     let stale = instances::patch_config(&client, &c.name, &change, etag);
     assert_eq!(stale.err().and_then(|e| e.status()), Some(412));
 
-    instances::change_state(&client, &c.name, "start", -1, false).expect("start");
+    instances::change_state(&client, &c.name, instances::StateAction::Start, -1, false)
+        .expect("start");
     assert_eq!(c.status(), "Running");
-    instances::change_state(&client, &c.name, "stop", 0, true).expect("stop");
+    instances::change_state(&client, &c.name, instances::StateAction::Stop, 0, true).expect("stop");
     assert_eq!(c.status(), "Stopped");
     instances::delete(&client, &c.name).expect("delete");
     let gone = instances::get(&client, &c.name);

@@ -9,17 +9,14 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use incus_core::api::instances::{self, Instance};
 use incus_core::api::networks;
 use incus_core::api::snapshots::{self, Snapshot};
 use incus_core::duration::ExpiryDuration;
-use incus_core::record::{Format, Output, Record, StatusRecord};
-use incus_core::replication::{
-    FENCED_KEY, PROMOTED_KEY, RESTORED_KEY, SOURCE_KEY, SYNCED_KEY, inert_overrides,
-};
-
-use crate::pairs::{Pair, PairArgs, Pairs, resolve};
+use incus_core::failover::{Pair, PairArgs, Pairs, readiness, resolve};
+use incus_core::markers::{PrimaryMarkers, ReplicaMarkers};
+use incus_core::record::{Format, Output, PrimaryState, Record, StatusRecord};
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(
@@ -75,11 +72,15 @@ pub struct ReplicaView {
 
 /// Reads both sides of a pair. Errors other than "unreachable primary" and "no such
 /// instance" are returned (they are the pair's error).
-pub fn observe(all: &Pairs, pair: &Pair) -> Result<(PrimaryView, Option<ReplicaView>), String> {
+pub fn observe(
+    all: &Pairs,
+    pair: &Pair,
+) -> Result<(PrimaryView, Option<ReplicaView>), incus_core::failover::Error> {
+    use incus_core::failover::Error;
     let name = &pair.of.instance;
     let primary = match all.primary(pair) {
         Err(e @ incus_core::Error::Unreachable { .. }) => PrimaryView::Unreachable(e.message()),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
         Ok(client) => match instances::get(&client, name) {
             Ok((instance, _)) => match snapshots::list(&client, name) {
                 Ok(snapshots) => PrimaryView::Up {
@@ -89,22 +90,22 @@ pub fn observe(all: &Pairs, pair: &Pair) -> Result<(PrimaryView, Option<ReplicaV
                 Err(e @ incus_core::Error::Unreachable { .. }) => {
                     PrimaryView::Unreachable(e.message())
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.into()),
             },
             Err(e @ incus_core::Error::Unreachable { .. }) => PrimaryView::Unreachable(e.message()),
             Err(e) if e.is_not_found() => PrimaryView::Missing,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         },
     };
     let standby = all.replica(pair);
     let replica = match instances::get(&standby, name) {
         Ok((instance, _)) => Some(ReplicaView {
-            snapshots: snapshots::list(&standby, name).map_err(|e| e.to_string())?,
+            snapshots: snapshots::list(&standby, name)?,
             archives: Vec::new(),
             instance,
         }),
         Err(e) if e.is_not_found() => None,
-        Err(e) => return Err(format!("reading the replica: {e}")),
+        Err(e) => return Err(Error::incus("reading the replica", e)),
     };
     Ok((primary, replica))
 }
@@ -118,38 +119,80 @@ pub fn assess(
     standby_networks: &BTreeSet<String>,
     now: DateTime<Utc>,
 ) -> StatusRecord {
-    let (primary_word, primary_running, primary_newest, fenced, location) = match primary {
+    let mut record = primary_status(pair, standby, primary);
+    record.replica_location = replica
+        .and_then(|r| r.instance.member())
+        .map(str::to_string);
+    let Some(replica) = replica else {
+        record.problems = vec!["no replica on the standby".to_string()];
+        return record;
+    };
+    let markers = ReplicaMarkers::from_config(&replica.instance.config);
+    let newest = replica.snapshots.last();
+    record.replica_newest = newest.map(|s| s.name.clone());
+    record.replica_newest_at = newest.map(|s| s.created_at);
+    record.replica_snapshots = replica.snapshots.len();
+    record.rpo_seconds = newest.map(|s| (now - s.created_at).num_seconds().max(0));
+    record.last_sync = markers.synced_at;
+    let times: Vec<DateTime<Utc>> = replica
+        .snapshots
+        .iter()
+        .map(|s| s.created_at)
+        .chain(replica.archives.iter().copied())
+        .collect();
+    record.history_points = times.len();
+    record.history_oldest = times.iter().min().copied();
+    record.history_newest = times.iter().max().copied();
+    record.replica_running = replica.instance.is_running();
+    record.promoted = markers.promoted.is_some();
+    record.split_brain = record.replica_running && record.primary_running == Some(true);
+    record.problems = readiness::problems(
+        &replica.instance,
+        &replica.snapshots,
+        Some(standby_networks),
+    )
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    record.ready = record.problems.is_empty();
+    record
+}
+
+/// A pair's status record with what the primary said, the replica not yet looked at.
+fn primary_status(pair: &Pair, standby: &str, primary: &PrimaryView) -> StatusRecord {
+    let (state, running, newest, fenced, location) = match primary {
         PrimaryView::Up {
             instance,
             snapshots,
         } => (
-            "up",
+            PrimaryState::Up,
             Some(instance.is_running()),
             snapshots.last(),
-            Some(instance.config.contains_key(FENCED_KEY)),
+            Some(
+                PrimaryMarkers::from_config(&instance.config)
+                    .fenced
+                    .is_some(),
+            ),
             instance.member().map(str::to_string),
         ),
-        PrimaryView::Unreachable(_) => ("unreachable", None, None, None, None),
-        PrimaryView::Missing => ("missing", None, None, None, None),
+        PrimaryView::Unreachable(_) => (PrimaryState::Unreachable, None, None, None, None),
+        PrimaryView::Missing => (PrimaryState::Missing, None, None, None, None),
     };
-    let mut problems = Vec::new();
-    let mut record = StatusRecord {
+    StatusRecord {
         of: pair.of.clone(),
         location,
         standby: standby.to_string(),
         replica_project: pair.replica_project.clone(),
         replica_instance: pair.of.instance.clone(),
-        replica_location: replica
-            .and_then(|r| r.instance.member())
-            .map(str::to_string),
-        primary: primary_word.to_string(),
+        replica_location: None,
+        primary: state,
         primary_error: match primary {
             PrimaryView::Unreachable(why) => Some(why.clone()),
             _ => None,
         },
-        primary_running,
-        primary_newest: primary_newest.map(|s| s.name.clone()),
-        primary_newest_at: primary_newest.map(|s| s.created_at),
+        primary_running: running,
+        primary_newest: newest.map(|s| s.name.clone()),
+        primary_newest_at: newest.map(|s| s.created_at),
         replica_newest: None,
         replica_newest_at: None,
         replica_snapshots: 0,
@@ -164,77 +207,7 @@ pub fn assess(
         history_points: 0,
         history_oldest: None,
         history_newest: None,
-    };
-    let Some(replica) = replica else {
-        record.problems = vec!["no replica on the standby".to_string()];
-        return record;
-    };
-    let config = &replica.instance.config;
-    let newest = replica.snapshots.last();
-    record.replica_newest = newest.map(|s| s.name.clone());
-    record.replica_newest_at = newest.map(|s| s.created_at);
-    record.replica_snapshots = replica.snapshots.len();
-    record.rpo_seconds = newest.map(|s| (now - s.created_at).num_seconds().max(0));
-    record.last_sync = config
-        .get(SYNCED_KEY)
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc));
-    let times: Vec<DateTime<Utc>> = replica
-        .snapshots
-        .iter()
-        .map(|s| s.created_at)
-        .chain(replica.archives.iter().copied())
-        .collect();
-    record.history_points = times.len();
-    record.history_oldest = times.iter().min().copied();
-    record.history_newest = times.iter().max().copied();
-    record.replica_running = replica.instance.is_running();
-    record.promoted = config.contains_key(PROMOTED_KEY);
-    record.split_brain = record.replica_running && primary_running == Some(true);
-
-    if record.promoted {
-        problems.push("promoted: it is the instance now".to_string());
-    } else {
-        if record.replica_running {
-            problems.push("the replica is running".to_string());
-        }
-        if !config.contains_key(SOURCE_KEY) {
-            problems.push("not made by incus-push (no source marker)".to_string());
-        } else if record.last_sync.is_none() {
-            problems.push("its first copy never finished".to_string());
-        }
-        for (key, value) in inert_overrides() {
-            let value = value.unwrap_or_default();
-            if config.get(&key).cloned().unwrap_or_default() != value {
-                problems.push(format!("not inert: {key} is not \"{value}\""));
-            }
-        }
-        match (newest, config.get(RESTORED_KEY)) {
-            (None, _) => problems.push("the replica has no snapshot".to_string()),
-            (Some(newest), Some(restored)) if *restored != newest.name => problems.push(format!(
-                "restored to {restored}, not to its newest snapshot {}",
-                newest.name
-            )),
-            _ => {}
-        }
     }
-    for (device, options) in &replica.instance.expanded_devices {
-        if options.get("type").map(String::as_str) != Some("nic") {
-            continue;
-        }
-        for key in ["network", "parent"] {
-            if let Some(network) = options.get(key)
-                && !standby_networks.contains(network)
-            {
-                problems.push(format!(
-                    "NIC {device}: {key} {network} does not exist on the standby"
-                ));
-            }
-        }
-    }
-    record.ready = problems.is_empty();
-    record.problems = problems;
-    record
 }
 
 /// The statuses of every pair, in order; a pair that could not be read is reported and left
@@ -244,14 +217,16 @@ fn gather(
     standby: &str,
     archive_project: &str,
     output: &Output,
-) -> Result<Vec<StatusRecord>> {
+) -> Result<Vec<StatusRecord>, incus_core::failover::Error> {
     // Archive points by source marker (none when the project does not exist).
-    let mut archives: std::collections::BTreeMap<String, Vec<DateTime<Utc>>> =
-        std::collections::BTreeMap::new();
+    let mut archives: std::collections::BTreeMap<
+        incus_core::markers::SourceId,
+        Vec<DateTime<Utc>>,
+    > = std::collections::BTreeMap::new();
     if let Ok(list) = instances::list(&pairs.standby.in_project(archive_project), false) {
         for instance in list {
             if let (Some(marker), Some(point)) = (
-                instance.config.get(SOURCE_KEY).cloned(),
+                ReplicaMarkers::from_config(&instance.config).source,
                 incus_core::replication::archive_point(&instance),
             ) {
                 archives.entry(marker).or_default().push(point.created_at);
@@ -259,7 +234,7 @@ fn gather(
         }
     }
     let networks: BTreeSet<String> = networks::names(&pairs.standby)
-        .map_err(|e| anyhow::anyhow!("the standby {standby}: {e}"))?
+        .map_err(|e| incus_core::failover::Error::incus(format!("the standby {standby}"), e))?
         .into_iter()
         .collect();
     let now = Utc::now();
@@ -272,16 +247,17 @@ fn gather(
                 &primary,
                 {
                     if let Some(view) = replica.as_mut()
-                        && let Some(marker) = view.instance.config.get(SOURCE_KEY)
+                        && let Some(marker) =
+                            ReplicaMarkers::from_config(&view.instance.config).source
                     {
-                        view.archives = archives.get(marker).cloned().unwrap_or_default();
+                        view.archives = archives.get(&marker).cloned().unwrap_or_default();
                     }
                     replica.as_ref()
                 },
                 &networks,
                 now,
             )),
-            Err(message) => output.error(Some(&pair.of), &message),
+            Err(e) => output.error(Some(&pair.of), &e.to_string()),
         }
     }
     Ok(records)
@@ -289,13 +265,19 @@ fn gather(
 
 /// `incus-failover status`.
 pub fn run(args: &StatusArgs, output: &Output) -> Result<()> {
-    let pairs = resolve(&args.pairs, output)?;
-    let records = gather(
-        &pairs,
-        &args.pairs.standby,
-        &args.pairs.archive_project,
-        output,
-    )?;
+    let records = resolve(&args.pairs, output)
+        .and_then(|pairs| {
+            gather(
+                &pairs,
+                &args.pairs.standby,
+                &args.pairs.archive_project,
+                output,
+            )
+        })
+        .map_err(|e| match e {
+            incus_core::failover::Error::Usage(message) => incus_core::cli::usage(message),
+            e => e.into(),
+        })?;
     if let Some(path) = &args.prometheus {
         write_prometheus(path, &records)?;
     }
@@ -370,7 +352,7 @@ pub fn verdict(
             ),
             _ => {}
         }
-        if r.primary == "unreachable" {
+        if r.primary == PrimaryState::Unreachable {
             raise(
                 Nagios::Warning,
                 format!("{name}: the primary does not answer"),
@@ -387,17 +369,17 @@ pub fn check(args: &CheckArgs) -> ExitCode {
         println!("INCUS-STANDBY UNKNOWN - {why}");
         ExitCode::from(Nagios::Unknown as u8)
     };
-    let seconds_of = |text: &str, flag: &str| -> Result<i64, String> {
-        let duration = ExpiryDuration::parse(text).map_err(|e| format!("{flag}: {e}"))?;
+    let seconds_of = |text: &str, flag: &str| -> Result<i64> {
+        let duration = ExpiryDuration::parse(text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
         let now = Utc::now();
         duration
             .add_to(now)
             .map(|t| (t - now).num_seconds())
-            .ok_or_else(|| format!("{flag}: \"{text}\" is too long"))
+            .ok_or_else(|| anyhow::anyhow!("{flag}: \"{text}\" is too long"))
     };
     let max = match seconds_of(&args.max_rpo, "--max-rpo") {
         Ok(max) => max,
-        Err(e) => return unknown(e),
+        Err(e) => return unknown(e.to_string()),
     };
     let warn = match args
         .warn_rpo
@@ -406,7 +388,7 @@ pub fn check(args: &CheckArgs) -> ExitCode {
     {
         None => None,
         Some(Ok(w)) => Some(w),
-        Some(Err(e)) => return unknown(e),
+        Some(Err(e)) => return unknown(e.to_string()),
     };
     let output = Output::new("incus-failover", Format::Json, Box::new(std::io::sink()));
     let records = match resolve(&args.pairs, &output).and_then(|pairs| {
@@ -511,7 +493,7 @@ pub fn prometheus_text(records: &[StatusRecord]) -> String {
         (
             "incus_standby_primary_up",
             "1 when the primary answered.",
-            |r| Some(f64::from(u8::from(r.primary != "unreachable"))),
+            |r| Some(f64::from(u8::from(r.primary != PrimaryState::Unreachable))),
         ),
     ];
     for (name, help, value) in metrics {
@@ -575,13 +557,13 @@ pub fn table(records: &[StatusRecord], now: DateTime<Utc>) -> String {
         "SPLIT BRAIN".to_string(),
     ]];
     for r in records {
-        let primary = match (r.primary.as_str(), r.primary_running, r.fenced) {
-            ("up", Some(running), fenced) => format!(
+        let primary = match (r.primary, r.primary_running, r.fenced) {
+            (PrimaryState::Up, Some(running), fenced) => format!(
                 "{}{}",
                 if running { "running" } else { "stopped" },
                 if fenced == Some(true) { ", fenced" } else { "" }
             ),
-            (word, _, _) => word.to_string(),
+            (word, _, _) => word.as_str().to_string(),
         };
         rows.push([
             format!("{}:{}", r.of.remote, r.of.instance),
@@ -621,17 +603,12 @@ pub fn table(records: &[StatusRecord], now: DateTime<Utc>) -> String {
     text
 }
 
-/// For messages: an RFC 3339 time.
-pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
+    use incus_core::markers::{ReplicaMarkers, SourceId, inert_overrides, key};
     use incus_core::record::InstanceRef;
-    use incus_core::replication::source_settings;
 
     use super::*;
 
@@ -661,17 +638,20 @@ mod tests {
     }
 
     fn ready_replica() -> ReplicaView {
-        let mut config: BTreeMap<String, String> = BTreeMap::from([
-            (SOURCE_KEY.to_string(), "fp/default/web".to_string()),
-            (SYNCED_KEY.to_string(), "2026-11-30T10:00:00Z".to_string()),
-            (RESTORED_KEY.to_string(), "s2".to_string()),
-        ]);
+        let mut config: BTreeMap<String, String> = BTreeMap::new();
+        ReplicaMarkers {
+            source: Some(SourceId::from_marker("fp/default/web")),
+            synced_at: Some(at(1_796_032_800)),
+            restored: Some("s2".into()),
+            ..ReplicaMarkers::default()
+        }
+        .to_patch()
+        .apply_to(&mut config);
         for (key, value) in inert_overrides() {
             if let Some(value) = value {
                 config.insert(key, value);
             }
         }
-        let _ = source_settings(&config);
         ReplicaView {
             instance: Instance {
                 name: "web".into(),
@@ -728,7 +708,7 @@ mod tests {
             &BTreeSet::new(),
             at(2600),
         );
-        assert_eq!(r.primary, "unreachable");
+        assert_eq!(r.primary, PrimaryState::Unreachable);
         assert!(r.ready);
         assert_eq!(r.fenced, None);
     }
@@ -740,11 +720,11 @@ mod tests {
             .instance
             .config
             .insert("boot.autostart".into(), "true".into());
-        replica.instance.config.remove(SYNCED_KEY);
+        replica.instance.config.remove(key::SYNCED_AT);
         replica
             .instance
             .config
-            .insert(RESTORED_KEY.into(), "s1".into());
+            .insert(key::RESTORED.into(), "s1".into());
         replica.instance.expanded_devices.insert(
             "eth0".into(),
             BTreeMap::from([
@@ -785,7 +765,7 @@ mod tests {
         replica
             .instance
             .config
-            .insert(PROMOTED_KEY.into(), "x".into());
+            .insert(key::PROMOTED.into(), "x".into());
         let r = assess(
             &pair(),
             "standby",

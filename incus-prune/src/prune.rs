@@ -24,7 +24,7 @@ use incus_core::record::{
 };
 use incus_core::remote::Remotes;
 use incus_core::select::{Connections, Selected, gather};
-use incus_prune::policy::{Candidate, Rules, decide, newest_not_after};
+use incus_prune::policy::{Candidate, Decision, Rules, decide, newest_not_after};
 
 use crate::Args;
 
@@ -303,51 +303,10 @@ impl Context<'_> {
             return Decided::Done;
         }
 
-        // The replication anchors: snapshot name -> reasons.
-        let mut anchors: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for replica in self.replicas(of) {
-            let state = match self.replica_snapshots(&replica, lists) {
-                Some(state) => state,
-                None => return Decided::LookCloser,
-            };
-            match state {
-                Ok(ReplicaState::Missing) | Err(_) if quick => return Decided::LookCloser,
-                Ok(ReplicaState::Missing) => {
-                    output.note(&format!(
-                        "{of}: no replica {} (wrong --replica-project, or not pushed yet?); nothing deleted, since nothing of it is replicated there",
-                        replica_address(&replica)
-                    ));
-                    for candidate in &candidates {
-                        self.kept(
-                            of,
-                            candidate,
-                            vec![format!("no-replica {}", replica.remote)],
-                        );
-                    }
-                    return Decided::Done;
-                }
-                Ok(ReplicaState::Listed(theirs)) => {
-                    if let Some(anchor) = anchor(&all, &theirs) {
-                        anchors
-                            .entry(anchor.name.clone())
-                            .or_default()
-                            .push(format!("replication-anchor {}", replica.remote));
-                    }
-                }
-                Err(e) => {
-                    output.error(
-                        Some(of),
-                        &format!(
-                            "cannot reach the replica {}: {e}; nothing deleted, so that no snapshot the replica lacks is lost (prune again once {} answers)",
-                            replica_address(&replica),
-                            replica.remote
-                        ),
-                    );
-                    return Decided::Done;
-                }
-            }
-        }
-
+        let anchors = match self.anchors(of, &all, &candidates, lists) {
+            Ok(anchors) => anchors,
+            Err(decided) => return decided,
+        };
         let mut rules = self.settings.rules.clone();
         if let Some(within) = &self.settings.within {
             let newest = newest_not_after(&candidates, now).unwrap_or(DateTime::<Utc>::MIN_UTC);
@@ -369,6 +328,75 @@ impl Context<'_> {
                 Decided::NothingToDo
             };
         }
+        self.carry_out(selected, decisions, &anchors)
+    }
+
+    /// The replication anchors (snapshot name -> reasons): the newest snapshot each replica
+    /// shares with the instance. `Err`: nothing may be deleted (decided, or look closer).
+    fn anchors(
+        &self,
+        of: &InstanceRef,
+        all: &[Snapshot],
+        candidates: &[Candidate],
+        lists: Lists,
+    ) -> Result<BTreeMap<String, Vec<String>>, Decided> {
+        let quick = lists == Lists::Pooled;
+        let output = self.output;
+        let mut anchors: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for replica in self.replicas(of) {
+            let state = match self.replica_snapshots(&replica, lists) {
+                Some(state) => state,
+                None => return Err(Decided::LookCloser),
+            };
+            match state {
+                Ok(ReplicaState::Missing) | Err(_) if quick => return Err(Decided::LookCloser),
+                Ok(ReplicaState::Missing) => {
+                    output.note(&format!(
+                        "{of}: no replica {} (wrong --replica-project, or not pushed yet?); nothing deleted, since nothing of it is replicated there",
+                        replica_address(&replica)
+                    ));
+                    for candidate in candidates {
+                        self.kept(
+                            of,
+                            candidate,
+                            vec![format!("no-replica {}", replica.remote)],
+                        );
+                    }
+                    return Err(Decided::Done);
+                }
+                Ok(ReplicaState::Listed(theirs)) => {
+                    if let Some(anchor) = anchor(all, &theirs) {
+                        anchors
+                            .entry(anchor.name.clone())
+                            .or_default()
+                            .push(format!("replication-anchor {}", replica.remote));
+                    }
+                }
+                Err(e) => {
+                    output.error(
+                        Some(of),
+                        &format!(
+                            "cannot reach the replica {}: {e}; nothing deleted, so that no snapshot the replica lacks is lost (prune again once {} answers)",
+                            replica_address(&replica),
+                            replica.remote
+                        ),
+                    );
+                    return Err(Decided::Done);
+                }
+            }
+        }
+
+        Ok(anchors)
+    }
+
+    /// Deletes what the policy and the anchors leave, reports what is kept.
+    fn carry_out(
+        &self,
+        selected: &Selected,
+        decisions: Vec<Decision>,
+        anchors: &BTreeMap<String, Vec<String>>,
+    ) -> Decided {
+        let of = &selected.of;
         for decision in decisions {
             if interrupt::requested() {
                 return Decided::Done;

@@ -9,7 +9,7 @@ use incus_core::api::migration::Mode;
 use incus_core::cli::{self, OutputArgs};
 use incus_core::duration::ExpiryDuration;
 use incus_core::policy::Rules;
-use incus_core::replication::{ArchiveOptions, Options, Placement};
+use incus_core::replication::{ArchiveOptions, Options, Placement, PushChoices};
 use incus_core::select::TargetArgs;
 
 const EXAMPLES: &str = "Examples:\n  incus-push --to standby web              # first time a full copy, then incremental\n  incus-push --to standby --all --jobs 4\n  incus-snap --all | incus-push --to standby\n  incus-push --to standby --all --dry-run\n  incus-push --to standby web --replace    # the source was re-created: keep the old replica aside\n  incus-push --to standby --all --archive-keep-daily 30 --archive-keep-monthly 12\n  incus-push --to standby-cluster --all --target-group dr   # new replicas on a member of group dr";
@@ -129,27 +129,26 @@ impl Args {
 
     /// What the engine needs of the flags.
     pub fn options(&self) -> anyhow::Result<Options> {
-        Ok(Options {
-            to: self.to.clone(),
-            target_project: self.target_project.clone(),
-            storage: self.storage.clone(),
-            placement: match (&self.target, &self.target_group) {
-                (Some(member), _) => Placement::Member(member.clone()),
-                (None, Some(group)) => Placement::Group(group.clone()),
-                (None, None) => Placement::Auto,
+        let mut options = Options::push(
+            &self.to,
+            PushChoices {
+                storage: self.storage.clone(),
+                live: self.live,
+                sync_profiles: self.sync_profiles,
+                adopt: self.adopt,
+                replace: self.replace,
+                archive: self.archive()?,
             },
-            mode: self.mode,
-            live: self.live,
-            sync_profiles: self.sync_profiles,
-            adopt: self.adopt,
-            replace: self.replace,
-            dry_run: self.dry_run,
-            allow_fenced: false,
-            lease_holder: incus_core::replication::lease::holder("incus-push"),
-            break_lease: false,
-            archive: self.archive()?,
-            listings_once: true,
-        })
+        );
+        options.target_project = self.target_project.clone();
+        options.placement = match (&self.target, &self.target_group) {
+            (Some(member), _) => Placement::Member(member.clone()),
+            (None, Some(group)) => Placement::Group(group.clone()),
+            (None, None) => Placement::Auto,
+        };
+        options.mode = self.mode;
+        options.dry_run = self.dry_run;
+        Ok(options)
     }
 }
 

@@ -18,7 +18,7 @@ pub type Device = BTreeMap<String, String>;
 pub struct Instance {
     pub name: String,
     #[serde(default)]
-    pub status: String,
+    pub status: InstanceStatus,
     #[serde(default, rename = "type")]
     pub kind: String,
     #[serde(default)]
@@ -49,7 +49,10 @@ pub struct Instance {
 impl Instance {
     /// True when the instance runs (or is frozen: its processes exist).
     pub fn is_running(&self) -> bool {
-        matches!(self.status.as_str(), "Running" | "Frozen")
+        matches!(
+            self.status,
+            InstanceStatus::Running | InstanceStatus::Frozen
+        )
     }
 
     /// The writable fields, as `PUT /1.0/instances/NAME` takes them.
@@ -73,6 +76,90 @@ impl Instance {
     /// The storage pool of the root disk (`path: /`), from the expanded devices.
     pub fn root_pool(&self) -> Option<&str> {
         root_disk(&self.expanded_devices).and_then(|(_, d)| d.get("pool").map(String::as_str))
+    }
+}
+
+/// An instance's `status`, as Incus words it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(from = "String", into = "String")]
+pub enum InstanceStatus {
+    Running,
+    Frozen,
+    #[default]
+    Stopped,
+    /// Listed from the database while the member holding it does not answer (clusters).
+    Error,
+    /// Any other word (`Starting`, `Stopping`, …), kept as Incus said it.
+    Other(String),
+}
+
+impl InstanceStatus {
+    pub fn as_str(&self) -> &str {
+        match self {
+            InstanceStatus::Running => "Running",
+            InstanceStatus::Frozen => "Frozen",
+            InstanceStatus::Stopped => "Stopped",
+            InstanceStatus::Error => "Error",
+            InstanceStatus::Other(word) => word,
+        }
+    }
+}
+
+impl From<String> for InstanceStatus {
+    fn from(word: String) -> Self {
+        match word.as_str() {
+            "Running" => InstanceStatus::Running,
+            "Frozen" => InstanceStatus::Frozen,
+            "Stopped" => InstanceStatus::Stopped,
+            "Error" => InstanceStatus::Error,
+            _ => InstanceStatus::Other(word),
+        }
+    }
+}
+
+impl From<&str> for InstanceStatus {
+    fn from(word: &str) -> Self {
+        InstanceStatus::from(word.to_string())
+    }
+}
+
+impl From<InstanceStatus> for String {
+    fn from(status: InstanceStatus) -> Self {
+        status.as_str().to_string()
+    }
+}
+
+impl std::fmt::Display for InstanceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for InstanceStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// What `PUT /1.0/instances/NAME/state` is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateAction {
+    Start,
+    Stop,
+    Restart,
+    Freeze,
+    Unfreeze,
+}
+
+impl StateAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateAction::Start => "start",
+            StateAction::Stop => "stop",
+            StateAction::Restart => "restart",
+            StateAction::Freeze => "freeze",
+            StateAction::Unfreeze => "unfreeze",
+        }
     }
 }
 
@@ -148,14 +235,14 @@ pub fn put(client: &Client, name: &str, body: Value, etag: Option<String>) -> Re
 pub fn change_state(
     client: &Client,
     name: &str,
-    action: &str,
+    action: StateAction,
     timeout: i64,
     force: bool,
 ) -> Result<()> {
     client.execute(
         &Request::put(
             format!("/instances/{}/state", escape(name)),
-            json!({ "action": action, "timeout": timeout, "force": force, "stateful": false }),
+            json!({ "action": action.as_str(), "timeout": timeout, "force": force, "stateful": false }),
         ),
         &WaitOptions::plain(),
     )?;
@@ -214,11 +301,11 @@ pub fn stop_clean_then_force(
     timeout: u64,
 ) -> Result<Option<crate::Error>> {
     let seconds = i64::try_from(timeout).unwrap_or(i64::MAX).max(1);
-    match change_state(client, name, "stop", seconds, false) {
+    match change_state(client, name, StateAction::Stop, seconds, false) {
         Ok(()) => Ok(None),
         Err(clean) => {
             if get(client, name)?.0.is_running() {
-                change_state(client, name, "stop", 0, true)?;
+                change_state(client, name, StateAction::Stop, 0, true)?;
                 Ok(Some(clean))
             } else {
                 Ok(None)

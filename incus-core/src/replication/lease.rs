@@ -6,15 +6,45 @@
 //! A lease ends at its time (a killed holder does not block for ever), or at once when its
 //! holder runs on this host and its process is gone.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 
-use crate::api::instances;
+use crate::api::instances::{self, Instance};
 use crate::client::Client;
+use crate::markers;
 
-/// The configuration key holding the lease.
-pub const LEASE_KEY: &str = "user.incus-standby.lease";
+/// How long a lease lasts without renewal, and how often its holder renews it: a killed
+/// holder blocks others for at most [`LEASE_TTL_MINUTES`], a long transfer keeps its lease.
+pub const LEASE_TTL_MINUTES: i64 = 30;
+const LEASE_RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Why a lease could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Someone else holds it.
+    #[error(
+        "{remote}:{name} is leased by {holder} until {until} (another incus-push or incus-failover is working on it, maybe on another host); try again later"
+    )]
+    Held {
+        remote: String,
+        name: String,
+        holder: String,
+        until: String,
+    },
+    /// The replica's configuration changed under every attempt.
+    #[error("{remote}:{name} kept changing while taking its lease; try again")]
+    Contended { remote: String, name: String },
+    /// Reading the replica failed.
+    #[error("{0}")]
+    Reading(#[source] Box<crate::Error>),
+    /// Writing the lease failed.
+    #[error("taking the lease on {remote}:{name}: {source}")]
+    Writing {
+        remote: String,
+        name: String,
+        #[source]
+        source: Box<crate::Error>,
+    },
+}
 
 /// Who holds a lease: `HOST:PID:TOOL`.
 pub fn holder(tool: &str) -> String {
@@ -85,19 +115,24 @@ pub struct Taken {
 }
 
 /// Takes (or renews) the lease on `name` for `ttl`, unless someone else holds it; with
-/// `force`, an unexpired lease of another holder is broken.
+/// `force`, an unexpired lease of another holder is broken. `known` is the replica as just
+/// read (with its ETag): the first attempt decides from it instead of reading it again.
 pub fn acquire(
     client: &Client,
     name: &str,
     me: &str,
     ttl: Duration,
     force: bool,
-) -> Result<Taken, String> {
+    mut known: Option<(Instance, Option<String>)>,
+) -> Result<Taken, LeaseError> {
     let this_host = host_name();
     for _ in 0..5 {
-        let (instance, etag) = instances::get(client, name).map_err(|e| e.to_string())?;
+        let (instance, etag) = match known.take() {
+            Some(known) => known,
+            None => instances::get(client, name).map_err(|e| LeaseError::Reading(Box::new(e)))?,
+        };
         let now = Utc::now();
-        let current = instance.config.get(LEASE_KEY).and_then(|t| Lease::parse(t));
+        let current = markers::lease(&instance.config).and_then(Lease::parse);
         let renewed = current
             .as_ref()
             .is_some_and(|l| l.holder == me && l.until > now);
@@ -105,19 +140,19 @@ pub fn acquire(
             && current.blocks(me, now, &this_host)
             && !force
         {
-            return Err(format!(
-                "{}:{name} is leased by {} until {} (another incus-push or incus-failover is working on it, maybe on another host); try again later",
-                client.remote(),
-                current.holder,
-                current.until.to_rfc3339_opts(SecondsFormat::Secs, true)
-            ));
+            return Err(LeaseError::Held {
+                remote: client.remote().to_string(),
+                name: name.to_string(),
+                holder: current.holder,
+                until: current.until.to_rfc3339_opts(SecondsFormat::Secs, true),
+            });
         }
         let lease = Lease {
             holder: me.to_string(),
             until: now + ttl,
         }
         .text();
-        let changes = BTreeMap::from([(LEASE_KEY.to_string(), lease.clone())]);
+        let changes = markers::lease_patch(Some(lease.clone())).as_merge();
         match instances::patch_config(client, name, &changes, etag) {
             Ok(()) => {
                 return Ok(Taken {
@@ -128,30 +163,106 @@ pub fn acquire(
             // Someone wrote meanwhile: look again.
             Err(e) if e.status() == Some(412) => continue,
             Err(e) => {
-                return Err(format!(
-                    "taking the lease on {}:{name}: {e}",
-                    client.remote()
-                ));
+                return Err(LeaseError::Writing {
+                    remote: client.remote().to_string(),
+                    name: name.to_string(),
+                    source: Box::new(e),
+                });
             }
         }
     }
-    Err(format!(
-        "{}:{name} kept changing while taking its lease; try again",
-        client.remote()
-    ))
+    Err(LeaseError::Contended {
+        remote: client.remote().to_string(),
+        name: name.to_string(),
+    })
 }
 
 /// Releases the lease if it is still ours (a lost race or a gone instance is not an error).
 pub fn release(client: &Client, name: &str, me: &str) {
     if let Ok((instance, etag)) = instances::get(client, name)
-        && instance
-            .config
-            .get(LEASE_KEY)
-            .and_then(|t| Lease::parse(t))
+        && markers::lease(&instance.config)
+            .and_then(Lease::parse)
             .is_some_and(|l| l.holder == me)
     {
-        let changes = BTreeMap::from([(LEASE_KEY.to_string(), String::new())]);
+        let changes = markers::lease_patch(None).as_merge();
         let _ = instances::patch_config(client, name, &changes, etag);
+    }
+}
+
+/// A replica's lease, released when dropped (unless a configuration write released it).
+pub struct LeaseGuard {
+    client: Client,
+    name: String,
+    holder: String,
+    /// The value written in the replica's configuration.
+    pub value: String,
+    /// Held already by an outer step of this run, which releases it.
+    outer: bool,
+    /// Released by a configuration write of this step.
+    released: bool,
+    /// Stops the renewing thread (dropped with the guard).
+    stop: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl LeaseGuard {
+    /// Takes the lease on a replica (see [`acquire`]) and renews it every ten minutes for as
+    /// long as the guard lives.
+    pub fn take(
+        client: &Client,
+        name: &str,
+        holder: &str,
+        force: bool,
+        known: Option<(Instance, Option<String>)>,
+    ) -> Result<Self, LeaseError> {
+        let ttl = Duration::minutes(LEASE_TTL_MINUTES);
+        let taken = acquire(client, name, holder, ttl, force, known)?;
+        let stop = if taken.renewed {
+            None
+        } else {
+            let (stop, stopped) = std::sync::mpsc::channel::<()>();
+            let (client, name, holder) = (client.clone(), name.to_string(), holder.to_string());
+            std::thread::spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(LEASE_RENEW_EVERY)
+                {
+                    // A renewal that fails (the server away a moment) is tried again later.
+                    let _ = acquire(&client, &name, &holder, ttl, false, None);
+                }
+            });
+            Some(stop)
+        };
+        Ok(LeaseGuard {
+            client: client.clone(),
+            name: name.to_string(),
+            holder: holder.to_string(),
+            value: taken.value,
+            outer: taken.renewed,
+            released: false,
+            stop,
+        })
+    }
+
+    /// The lease's value in a write of the replica's whole state (after a restore, which
+    /// replaces the configuration): kept while an outer step holds it, else released by that
+    /// same write (`None`), which saves a write of its own.
+    pub fn value_after_write(&self) -> Option<String> {
+        self.outer.then(|| self.value.clone())
+    }
+
+    /// That write succeeded: the lease is gone (or back with its outer holder), nothing is
+    /// left to release.
+    pub fn released_by_write(&mut self) {
+        drop(self.stop.take());
+        self.released = true;
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if !self.outer && !self.released {
+            release(&self.client, &self.name, &self.holder);
+        }
     }
 }
 

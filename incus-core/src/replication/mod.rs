@@ -1,17 +1,37 @@
-//! Replication to a standby: what must be sent and whether it may be ([`plan`]), the lock per
-//! replica on one host ([`lock`]) and across hosts ([`lease`]), and the engine that does it
-//! ([`engine`]).
+//! Replication to a standby, in three steps: [`observe`] reads both sides, [`plan`] decides
+//! everything (pure: refusals, move-aside, placement, archive points, restore target),
+//! [`apply`] carries it out; [`archive`] makes and deletes archive points. The lock per
+//! replica on one host ([`lock`]) and across hosts ([`lease`]); what each caller replicates
+//! for ([`options::Purpose`]).
 
+pub mod apply;
+pub mod archive;
 pub mod engine;
+pub mod error;
 pub mod lease;
 pub mod lock;
+pub mod observe;
+pub mod options;
 pub mod placement;
 pub mod plan;
 
-pub use engine::{
-    ARCHIVE_OF_KEY, ARCHIVE_PROJECT, ARCHIVE_TIME_KEY, AUTOSTART_BEFORE_KEY, AUTOSTART_UNSET,
-    ArchiveOptions, FENCED_KEY, LeaseGuard, Options, PROMOTED_KEY, REPLACED_KEY, RESTORED_KEY,
-    Replicator, SOURCE_KEY, SOURCE_SETTINGS_KEY, SOURCE_UUID_KEY, SYNCED_KEY, UUID_KEY, address,
-    archive_point, inert_overrides, injected_error, own_settings, source_settings,
-};
+pub use archive::archive_point;
+pub use engine::{Replicator, address};
+pub use error::{Error, injected_error};
+pub use lease::LeaseGuard;
+pub use options::{ARCHIVE_PROJECT, ArchiveOptions, Options, Purpose, PushChoices};
 pub use placement::Placement;
+
+/// The first 12 characters of a certificate fingerprint, as markers and lock names use it.
+pub(crate) fn short_fingerprint(fingerprint: &str) -> &str {
+    fingerprint.get(..12).unwrap_or(fingerprint)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fingerprints_are_shortened_safely() {
+        assert_eq!(super::short_fingerprint("0123456789abcdef"), "0123456789ab");
+        assert_eq!(super::short_fingerprint("abc"), "abc");
+    }
+}

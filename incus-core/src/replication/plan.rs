@@ -268,6 +268,20 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// A short name for the kind of refusal, as a moved-aside copy records it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::Running => "running",
+            Refusal::Promoted => "promoted",
+            Refusal::OtherSource(_) => "other-source",
+            Refusal::NotOurs => "not-ours",
+            Refusal::IdentityChanged { .. } => "identity-changed",
+            Refusal::NothingInCommon { .. } => "nothing-in-common",
+            Refusal::SourceHasNone { .. } => "source-has-none",
+            Refusal::UnfinishedWithOtherHistory { .. } => "unfinished-with-other-history",
+        }
+    }
+
     /// `--replace` may move such a replica aside: one of ours whose history a refresh would
     /// destroy. Never a running or promoted one, nor an instance that is not ours (`--adopt`
     /// or a rename are for those).
@@ -358,6 +372,306 @@ pub fn moved_aside_name(name: &str, at: DateTime<Utc>) -> String {
     let room = 63usize.saturating_sub(suffix.len());
     let base: String = name.chars().take(room).collect();
     format!("{}{suffix}", base.trim_end_matches('-'))
+}
+
+/// How the replica is reached before the transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// No replica: a first copy.
+    FreshCopy,
+    /// The replica is ours (or adopted): a refresh.
+    Refresh,
+    /// A first copy that never finished: deleted, then copied anew (its snapshot records may
+    /// lack their data).
+    ReplaceUnfinished,
+    /// `--replace`: the refused replica is renamed to `aside` (kept), then copied anew.
+    MoveAside { aside: String, refusal: Refusal },
+}
+
+/// What the standby's retention does around this refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveDecision {
+    /// The standby project of the archive points.
+    pub project: String,
+    /// Archive points on a `dir` pool are full copies: only with this.
+    pub allow_full_copies: bool,
+    pub plan: ArchivePlan,
+}
+
+/// Everything replicating one instance will do, decided before anything changes.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// What is sent (the record's status and snapshots).
+    pub plan: Plan,
+    pub start: Start,
+    /// Profiles the standby lacks, to copy first.
+    pub copy_profiles: Vec<String>,
+    /// The pool for the root disk of a new replica.
+    pub pool: Option<String>,
+    /// Incus's `?target=` on a clustered standby.
+    pub placement: Option<String>,
+    pub archive: Option<ArchiveDecision>,
+    /// The snapshot the replica is restored to after the transfer (`None`: `--live`).
+    pub restore_to: Option<String>,
+    /// What the replica is marked with (during the transfer: no restore, not synced).
+    pub markers: crate::markers::ReplicaMarkers,
+    /// For a replica that is current: markers it lacks (identity, own settings), else empty.
+    pub marker_updates: crate::markers::ConfigPatch,
+    /// The existing replica's cluster member.
+    pub replica_location: Option<String>,
+}
+
+/// What [`decide`] is given besides what was observed.
+pub struct DecideInput<'a> {
+    pub options: &'a super::Options,
+    pub standby_members: &'a [String],
+    pub source: &'a crate::api::instances::Instance,
+    pub now: DateTime<Utc>,
+}
+
+/// Refuses, before anything is read, a source that is the standby itself, or one fenced for a
+/// promotion (only that promotion's final sync replicates it).
+pub fn check_source(
+    source_fingerprint: &str,
+    standby_fingerprint: &str,
+    selected: &crate::select::Selected,
+    options: &super::Options,
+) -> Result<(), super::Error> {
+    if source_fingerprint == standby_fingerprint {
+        return Err(super::Error::Unsafe(format!(
+            "{} and {} are the same server; --to must name the standby",
+            selected.of.remote, options.to
+        )));
+    }
+    let fenced = crate::markers::PrimaryMarkers::from_config(&selected.instance.config).fenced;
+    if let Some(fenced) = fenced
+        && !options.allows_fenced_source()
+    {
+        return Err(super::Error::Unsafe(format!(
+            "{}:{} was fenced for a promotion ({}); incus-push leaves it alone: fail back with incus-failover failback, or remove {} if the promotion was abandoned",
+            selected.of.remote,
+            selected.of.instance,
+            fenced,
+            crate::markers::key::FENCED
+        )));
+    }
+    Ok(())
+}
+
+/// Decides the whole replication of one instance from what was observed: whether the replica
+/// may be touched at all, how it is reached, what is sent, where, what the standby's history
+/// keeps, and what the replica is marked with.
+pub(super) fn decide(
+    observed: &super::observe::Observed,
+    input: &DecideInput,
+) -> Result<Decision, super::Error> {
+    use crate::markers::{ConfigPatch, ReplicaMarkers};
+    let options = input.options;
+    let (start, ours) = judge_replica(observed, input)?;
+    let plan = plan(
+        &observed.source_ids,
+        ours.map(|r| r.ids.as_slice()),
+        ours.and_then(|r| r.markers.restored.as_deref()),
+        options.live(),
+    );
+    let markers = ReplicaMarkers {
+        source: Some(observed.source_id.clone()),
+        source_uuid: observed.source_uuid.clone(),
+        source_settings: Some(observed.settings.clone()),
+        ..ReplicaMarkers::default()
+    };
+    let replica_location = match start {
+        Start::MoveAside { .. } => None,
+        _ => observed.replica.as_ref().and_then(|r| r.instance.member()),
+    }
+    .map(str::to_string);
+    let mut decision = Decision {
+        plan,
+        start,
+        copy_profiles: Vec::new(),
+        pool: None,
+        placement: None,
+        archive: None,
+        restore_to: None,
+        markers,
+        marker_updates: ConfigPatch::default(),
+        replica_location,
+    };
+    if decision.plan == Plan::UpToDate {
+        if let Some(replica) = ours {
+            decision.marker_updates = marker_updates(observed, replica);
+        }
+        return Ok(decision);
+    }
+    decision.copy_profiles = missing_profiles(observed, input)?;
+    decision.pool = options.storage().map(str::to_string).or_else(|| {
+        ours.and_then(|r| {
+            crate::api::instances::root_disk(&r.instance.devices)
+                .and_then(|(_, d)| d.get("pool").cloned())
+        })
+    });
+    if let Some(pool) = &decision.pool
+        && !options.live()
+    {
+        check_restore_keeps_pool(observed, pool, &options.to)?;
+    }
+    decision.archive = archive_decision(observed, ours, &decision.plan, input);
+    if ours.is_none() {
+        decision.plan = Plan::Copy {
+            send: observed.source_ids.iter().map(|s| s.name.clone()).collect(),
+        };
+    }
+    decision.placement = super::placement::target(
+        &options.placement,
+        ours.and_then(|r| r.instance.member()),
+        input.source.member(),
+        input.standby_members,
+    );
+    decision.restore_to = if options.live() {
+        None
+    } else {
+        observed.source_snapshots.last().map(|s| s.name.clone())
+    };
+    Ok(decision)
+}
+
+/// Judges the existing replica: ours to refresh (returned), a first copy to start again, one
+/// to move aside (`--replace`), or refused.
+fn judge_replica<'o>(
+    observed: &'o super::observe::Observed,
+    input: &DecideInput,
+) -> Result<(Start, Option<&'o super::observe::ReplicaSide>), super::Error> {
+    let Some(replica) = &observed.replica else {
+        return Ok((Start::FreshCopy, None));
+    };
+    let options = input.options;
+    let facts = ReplicaFacts {
+        running: replica.instance.is_running(),
+        promoted: replica.markers.promoted.is_some(),
+        marker: replica.markers.source.as_ref().map(|s| s.as_str()),
+        recorded_uuid: replica.markers.source_uuid.as_deref(),
+        volatile_uuid: crate::markers::instance_uuid(&replica.instance.config).map(String::as_str),
+        synced: replica.markers.synced_at.is_some(),
+        config_is_newest_snapshot: replica.config_is_newest_snapshot,
+        snapshots: &replica.ids,
+    };
+    let source = SourceFacts {
+        marker: observed.source_id.as_str(),
+        uuid: observed.source_uuid.as_deref(),
+        snapshots: &observed.source_ids,
+    };
+    match judge(&facts, &source, options.adopt()) {
+        Ok(Ownership::Unfinished) => Ok((Start::ReplaceUnfinished, None)),
+        Ok(_) => Ok((Start::Refresh, Some(replica))),
+        Err(refusal) if options.replace() && refusal.replaceable() => Ok((
+            Start::MoveAside {
+                aside: moved_aside_name(&input.source.name, input.now),
+                refusal,
+            },
+            None,
+        )),
+        Err(refusal) => Err(super::Error::Refused {
+            refusal,
+            standby: options.to.clone(),
+            instance: input.source.name.clone(),
+        }),
+    }
+}
+
+/// Nothing to send; the source's identity and own settings may still be new to the replica
+/// (a replica made by an older version, a changed autostart).
+fn marker_updates(
+    observed: &super::observe::Observed,
+    replica: &super::observe::ReplicaSide,
+) -> crate::markers::ConfigPatch {
+    let mut wanted = replica.markers.clone();
+    if observed.source_uuid.is_some() {
+        wanted.source_uuid = observed.source_uuid.clone();
+    }
+    wanted.source_settings = Some(observed.settings.clone());
+    replica.markers.changes_to(&wanted)
+}
+
+/// The profiles the standby lacks: to copy (`--sync-profiles`), else a refusal.
+fn missing_profiles(
+    observed: &super::observe::Observed,
+    input: &DecideInput,
+) -> Result<Vec<String>, super::Error> {
+    let missing: Vec<String> = input
+        .source
+        .profiles
+        .iter()
+        .filter(|p| !observed.standby_profiles.contains(*p))
+        .cloned()
+        .collect();
+    let Some(first) = missing.first() else {
+        return Ok(missing);
+    };
+    if !input.options.sync_profiles() {
+        let to = &input.options.to;
+        return Err(super::Error::Unsafe(format!(
+            "profile(s) {} missing on {to} (project {}); nothing was sent: copy them with `incus profile copy {}:{first} {to}:{first}` or rerun with --sync-profiles",
+            missing.join(", "),
+            observed.target.project(),
+            observed.source_remote,
+        )));
+    }
+    Ok(missing)
+}
+
+/// Incus 6.0 restores a snapshot's own devices: when the source's root disk comes from its
+/// profiles, a restored replica gets the root disk of the standby's profiles, whatever pool
+/// its volume is on, and can no longer start. Refused before anything is sent.
+fn check_restore_keeps_pool(
+    observed: &super::observe::Observed,
+    pool: &str,
+    to: &str,
+) -> Result<(), super::Error> {
+    match &observed.restore_pool {
+        Some(restored) if restored == pool => Ok(()),
+        restored => Err(super::Error::Unsafe(format!(
+            "the replica's root disk would be on pool {pool}, but restoring it to its newest snapshot gives it the root disk of {} (Incus restores a snapshot's devices), and it could not start; nothing was sent: on {to} make the profile put the root disk on {pool}, or use --live (no restore)",
+            restored
+                .as_ref()
+                .map_or_else(|| "no pool".to_string(), |p| format!("pool {p}")),
+        ))),
+    }
+}
+
+/// The standby's own history: what this refresh drops that the standby's policy keeps
+/// becomes an archive point first; archive points it no longer keeps go after.
+fn archive_decision(
+    observed: &super::observe::Observed,
+    ours: Option<&super::observe::ReplicaSide>,
+    plan: &Plan,
+    input: &DecideInput,
+) -> Option<ArchiveDecision> {
+    let archive = input.options.archive()?;
+    let (Plan::Refresh { .. }, Some(replica), Some(archives)) = (plan, ours, &observed.archives)
+    else {
+        return None;
+    };
+    if archive.only_if_present && archives.is_empty() {
+        return None;
+    }
+    let dropping: Vec<SnapshotId> = replica
+        .ids
+        .iter()
+        .filter(|s| !observed.source_ids.contains(s))
+        .cloned()
+        .collect();
+    Some(ArchiveDecision {
+        project: archive.project.clone(),
+        allow_full_copies: archive.allow_full_copies,
+        plan: archive_plan(
+            &observed.source_ids,
+            &dropping,
+            archives,
+            &archive.rules,
+            archive.within.as_ref(),
+            input.now,
+        ),
+    })
 }
 
 #[cfg(test)]
