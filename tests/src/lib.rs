@@ -409,6 +409,15 @@ impl Cmd {
         cmd
     }
 
+    /// The [`std::process::Command`] that [`Cmd::spawn`] would start (lab environment,
+    /// directory, stdin `/dev/null`, stdout and stderr piped; not the [`Cmd::stdin`] text),
+    /// for callers that wire processes together themselves, such as a pipeline.
+    pub fn std_command(&self) -> Command {
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
     /// Starts the command with stdout and stderr piped (stdin: the [`Cmd::stdin`] text,
     /// written by a background thread, else `/dev/null`). The caller owns the child.
     pub fn spawn(&self) -> Child {
