@@ -1157,6 +1157,26 @@ mod tests {
         assert_eq!(step(&f), None);
     }
 
+    /// Every state has its step, and the two final ones have none.
+    #[test]
+    fn every_promotion_state_has_one_next_step() {
+        let table = [
+            (PromotionState::Running, None),
+            (PromotionState::NotReady(vec!["x".into()]), None),
+            (PromotionState::Serving, Some(Step::Fence)),
+            (PromotionState::FencedRunning, Some(Step::Stop)),
+            (PromotionState::NoFinalSnapshot, Some(Step::FinalSnapshot)),
+            (PromotionState::NotSynced, Some(Step::Sync)),
+            (PromotionState::AwayFromSnapshot, Some(Step::Restore)),
+            (PromotionState::AwayFromArchive, Some(Step::Archive)),
+            (PromotionState::AtPoint, Some(Step::Identity)),
+            (PromotionState::Marked, Some(Step::Start)),
+        ];
+        for (state, step) in table {
+            assert_eq!(next_step(&state), step, "{state:?}");
+        }
+    }
+
     #[test]
     fn a_replica_that_cannot_take_over_is_refused_before_the_fence_only() {
         let t = Target::FinalSnapshot;

@@ -93,7 +93,7 @@ impl Replicator<'_> {
             changes.merge(lease_patch(lease.value_after_write()));
         }
         instances::patch_config(
-            &observed.target,
+            &self.target(observed),
             &replica.instance.name,
             &changes.as_merge(),
             None,
@@ -111,7 +111,7 @@ impl Replicator<'_> {
             return Ok(None);
         };
         let guard = LeaseGuard::take(
-            &observed.target,
+            &self.target(observed),
             &replica.instance.name,
             &self.options.lease_holder,
             self.options.break_lease,
@@ -127,7 +127,7 @@ impl Replicator<'_> {
         observed: &Observed,
         missing: &[String],
     ) -> Result<(), Error> {
-        let target = &observed.target;
+        let target = &self.target(observed);
         for name in missing {
             let profile = profiles::get(&selected.client, name)?;
             match profiles::create(target, &profile) {
@@ -160,7 +160,7 @@ impl Replicator<'_> {
             &Making {
                 standby: &self.standby,
                 to: &self.options.to,
-                target: &observed.target,
+                target: &self.target(observed),
                 replica: &replica.instance,
                 listed: &replica.snapshots,
                 source: &observed.source_id,
@@ -175,7 +175,7 @@ impl Replicator<'_> {
         let Some(replica) = &observed.replica else {
             return Ok(());
         };
-        let target = &observed.target;
+        let target = &self.target(observed);
         let name = &replica.instance.name;
         match start {
             Start::MoveAside { aside, refusal } => {
@@ -249,7 +249,7 @@ impl Replicator<'_> {
         decision: &Decision,
         lease: Option<&LeaseGuard>,
     ) -> Result<Option<String>, Error> {
-        let target = &observed.target;
+        let target = &self.target(observed);
         let name = &selected.of.instance;
         let overrides = Self::transfer_overrides(decision, lease);
         let transfer = transfer_of(selected, target, decision, &overrides);
@@ -292,7 +292,7 @@ impl Replicator<'_> {
         decision: &Decision,
         lease: Option<&mut LeaseGuard>,
     ) -> Result<(), Error> {
-        let target = &observed.target;
+        let target = &self.target(observed);
         let name = &selected.of.instance;
         let mut changes = ConfigPatch::inert();
         let markers = ReplicaMarkers {
@@ -328,15 +328,11 @@ impl Replicator<'_> {
         decision: &Decision,
         changes: &ConfigPatch,
     ) -> Result<(), Error> {
-        let target = &observed.target;
+        let target = &self.target(observed);
         let name = &selected.of.instance;
         let (replica, etag) = instances::get(target, name)?;
         let overrides = Self::transfer_overrides(decision, None);
-        // The source's own devices, as a refresh leaves them.
-        let transfer = Transfer {
-            pool: None,
-            ..transfer_of(selected, target, decision, &overrides)
-        };
+        let transfer = transfer_of(selected, target, decision, &overrides);
         let mut config = transfer.target_config();
         config.remove("volatile.base_image");
         for (key, value) in &replica.config {

@@ -103,15 +103,20 @@ impl<'a> Replicator<'a> {
         &self.standby
     }
 
+    /// The standby, in the project of the replica observed.
+    pub(super) fn target(&self, observed: &super::observe::Observed) -> Client {
+        self.standby.in_project(&observed.target_project)
+    }
+
     /// Replicates one instance: observe, decide, apply. The error says why, and what to do.
     pub fn replicate(&self, selected: &Selected) -> Result<PushRecord, Error> {
         let started = Instant::now();
-        let observed = match self.observe(selected)? {
+        let (observed, _lock) = match self.observe(selected)? {
             Observation::CurrentByListing { location } => {
                 let report = Report::new(selected, self.options, started);
                 return Ok(report.record(&Plan::UpToDate, location));
             }
-            Observation::Read(observed) => observed,
+            Observation::Read(observed, lock) => (observed, lock),
         };
         let decision = plan::decide(
             &observed,

@@ -21,14 +21,14 @@ pub(super) enum Observation {
     /// The run's listings show the replica current; nothing else was read. The replica's
     /// cluster member, if any.
     CurrentByListing { location: Option<String> },
-    /// Both sides as they are, with the replica locked on this host.
-    Read(Box<Observed>),
+    /// Both sides as they are; the replica stays locked on this host while the lock lives.
+    Read(Box<Observed>, lock::ReplicaLock),
 }
 
-/// Both sides of one replication, as read.
-pub(super) struct Observed {
-    /// The standby, in the replica's project.
-    pub target: Client,
+/// Both sides of one replication, as read: plain data, which [`super::plan::decide`] takes.
+pub struct Observed {
+    /// The replica's project on the standby.
+    pub target_project: String,
     /// The remote the source is on (for messages).
     pub source_remote: String,
     pub source_id: SourceId,
@@ -46,12 +46,10 @@ pub(super) struct Observed {
     /// devices): the source's own root disk, else its profiles' (the standby's copy of each,
     /// the source's for one the standby lacks). Read only where something will be sent.
     pub restore_pool: Option<String>,
-    /// Held until the replication ends.
-    pub _lock: lock::ReplicaLock,
 }
 
 /// The replica as read.
-pub(super) struct ReplicaSide {
+pub struct ReplicaSide {
     pub instance: Instance,
     pub etag: Option<String>,
     pub markers: ReplicaMarkers,
@@ -117,7 +115,7 @@ impl Replicator<'_> {
         };
         let replica = self.read_replica(&target, name)?;
         let mut observed = Observed {
-            target,
+            target_project: target.project().to_string(),
             source_remote: source.remote().to_string(),
             source_id,
             source_uuid,
@@ -128,13 +126,12 @@ impl Replicator<'_> {
             archives: None,
             standby_profiles: BTreeSet::new(),
             restore_pool: None,
-            _lock: lock,
         };
         // What a transfer needs to be decided, read unless the replica is plainly current.
         if !observed.plainly_current(options.live()) {
-            self.read_for_transfer(&mut observed, source, instance)?;
+            self.read_for_transfer(&mut observed, &target, source, instance)?;
         }
-        Ok(Observation::Read(Box::new(observed)))
+        Ok(Observation::Read(Box::new(observed), lock))
     }
 
     /// The fast path, a constant number of requests per run: the standby's instance listing
@@ -198,18 +195,18 @@ impl Replicator<'_> {
     fn read_for_transfer(
         &self,
         observed: &mut Observed,
+        target: &Client,
         source: &Client,
         instance: &Instance,
     ) -> Result<(), Error> {
-        let target = observed.target.clone();
-        observed.standby_profiles = self.standby_profiles(&target)?;
+        observed.standby_profiles = self.standby_profiles(target)?;
         observed.restore_pool = match root_disk(&instance.devices) {
             Some((_, device)) => device.get("pool").cloned(),
             None => {
                 let mut found = None;
                 for name in &instance.profiles {
                     let on = if observed.standby_profiles.contains(name) {
-                        &target
+                        target
                     } else {
                         source
                     };

@@ -461,7 +461,7 @@ pub fn check_source(
 /// Decides the whole replication of one instance from what was observed: whether the replica
 /// may be touched at all, how it is reached, what is sent, where, what the standby's history
 /// keeps, and what the replica is marked with.
-pub(super) fn decide(
+pub fn decide(
     observed: &super::observe::Observed,
     input: &DecideInput,
 ) -> Result<Decision, super::Error> {
@@ -612,7 +612,7 @@ fn missing_profiles(
         return Err(super::Error::Unsafe(format!(
             "profile(s) {} missing on {to} (project {}); nothing was sent: copy them with `incus profile copy {}:{first} {to}:{first}` or rerun with --sync-profiles",
             missing.join(", "),
-            observed.target.project(),
+            observed.target_project,
             observed.source_remote,
         )));
     }
@@ -887,6 +887,181 @@ mod tests {
         let name = moved_aside_name(&long, at);
         assert_eq!(name.len(), 63);
         assert!(name.ends_with("-replaced-20261128-205000"));
+    }
+
+    /// [`decide`] on plain data: what was observed of both sides.
+    mod deciding {
+        use std::collections::BTreeSet;
+
+        use super::super::*;
+        use crate::api::instances::Instance;
+        use crate::api::snapshots::Snapshot;
+        use crate::markers::{ReplicaMarkers, SourceId, SourceSettings};
+        use crate::replication::observe::{Observed, ReplicaSide};
+        use crate::replication::{Error, Options, PushChoices};
+
+        fn at(secs: i64) -> DateTime<Utc> {
+            DateTime::from_timestamp(secs, 0).unwrap_or_default()
+        }
+
+        fn snapshots(names: &[(&str, i64)]) -> Vec<Snapshot> {
+            names
+                .iter()
+                .map(|(n, t)| Snapshot::listed(n.to_string(), at(*t)))
+                .collect()
+        }
+
+        fn source() -> Instance {
+            Instance {
+                name: "web".into(),
+                profiles: vec!["default".into()],
+                ..Instance::default()
+            }
+        }
+
+        fn observed(source: &[(&str, i64)], replica: Option<(&[(&str, i64)], &str)>) -> Observed {
+            let source_snapshots = snapshots(source);
+            let id = SourceId::new("0123456789abcdef", "default", "web");
+            Observed {
+                target_project: "default".into(),
+                source_remote: "local".into(),
+                source_id: id.clone(),
+                source_uuid: Some("u1".into()),
+                settings: SourceSettings::default(),
+                source_ids: super::super::super::observe::ids(&source_snapshots),
+                source_snapshots,
+                replica: replica.map(|(list, restored)| {
+                    let list = snapshots(list);
+                    ReplicaSide {
+                        instance: Instance {
+                            name: "web".into(),
+                            ..Instance::default()
+                        },
+                        etag: None,
+                        markers: ReplicaMarkers {
+                            source: Some(id.clone()),
+                            source_uuid: Some("u1".into()),
+                            source_settings: Some(SourceSettings::default()),
+                            restored: Some(restored.into()),
+                            synced_at: Some(at(100)),
+                            ..ReplicaMarkers::default()
+                        },
+                        ids: super::super::super::observe::ids(&list),
+                        snapshots: list,
+                        config_is_newest_snapshot: false,
+                    }
+                }),
+                archives: None,
+                standby_profiles: BTreeSet::from(["default".to_string()]),
+                restore_pool: None,
+            }
+        }
+
+        fn decided(observed: &Observed, options: &Options) -> Result<Decision, Error> {
+            decide(
+                observed,
+                &DecideInput {
+                    options,
+                    standby_members: &[],
+                    source: &source(),
+                    now: at(1_000),
+                },
+            )
+        }
+
+        #[test]
+        fn a_first_copy_sends_everything_and_restores_the_newest() {
+            let options = Options::push("standby", PushChoices::default());
+            let d = decided(&observed(&[("s1", 1), ("s2", 2)], None), &options);
+            let d = d.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(d.start, Start::FreshCopy);
+            assert_eq!(
+                d.plan,
+                Plan::Copy {
+                    send: vec!["s1".into(), "s2".into()]
+                }
+            );
+            assert_eq!(d.restore_to.as_deref(), Some("s2"));
+            assert_eq!(
+                d.markers.source.as_ref().map(SourceId::as_str),
+                Some("0123456789ab/default/web")
+            );
+        }
+
+        #[test]
+        fn a_current_replica_is_left_alone_and_costs_no_write() {
+            let options = Options::push("standby", PushChoices::default());
+            let o = observed(&[("s1", 1)], Some((&[("s1", 1)], "s1")));
+            let d = decided(&o, &options).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(d.plan, Plan::UpToDate);
+            assert!(d.marker_updates.0.is_empty());
+        }
+
+        #[test]
+        fn a_new_snapshot_is_sent_by_a_refresh() {
+            let options = Options::push("standby", PushChoices::default());
+            let o = observed(&[("s1", 1), ("s2", 2)], Some((&[("s1", 1)], "s1")));
+            let d = decided(&o, &options).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(d.start, Start::Refresh);
+            assert_eq!(
+                d.plan,
+                Plan::Refresh {
+                    send: vec!["s2".into()],
+                    drop: vec![]
+                }
+            );
+            assert_eq!(d.restore_to.as_deref(), Some("s2"));
+        }
+
+        #[test]
+        fn a_running_replica_is_refused_and_a_lost_history_is_moved_aside_only_when_asked() {
+            let options = Options::push("standby", PushChoices::default());
+            let mut o = observed(&[("s1", 1)], Some((&[("s1", 1)], "s1")));
+            if let Some(r) = o.replica.as_mut() {
+                r.instance.status = "Running".into();
+            }
+            assert!(matches!(
+                decided(&o, &options),
+                Err(Error::Refused {
+                    refusal: Refusal::Running,
+                    ..
+                })
+            ));
+            let o = observed(&[("n1", 5)], Some((&[("s1", 1)], "s1")));
+            assert!(matches!(
+                decided(&o, &options),
+                Err(Error::Refused {
+                    refusal: Refusal::NothingInCommon { .. },
+                    ..
+                })
+            ));
+            let replace = Options::push(
+                "standby",
+                PushChoices {
+                    replace: true,
+                    ..PushChoices::default()
+                },
+            );
+            let d = decided(&o, &replace).unwrap_or_else(|e| panic!("{e}"));
+            assert!(matches!(d.start, Start::MoveAside { .. }), "{:?}", d.start);
+            assert_eq!(
+                d.plan,
+                Plan::Copy {
+                    send: vec!["n1".into()]
+                }
+            );
+        }
+
+        #[test]
+        fn missing_profiles_are_refused_unless_copied() {
+            let mut o = observed(&[("s1", 1)], None);
+            o.standby_profiles.clear();
+            let push = Options::push("standby", PushChoices::default());
+            assert!(matches!(decided(&o, &push), Err(Error::Unsafe(_))));
+            let back = Options::failback("primary", "default");
+            let d = decided(&o, &back).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(d.copy_profiles, vec!["default".to_string()]);
+        }
     }
 
     fn id(name: &str, secs: i64) -> SnapshotId {
