@@ -41,6 +41,9 @@ pub struct Instance {
     pub project: String,
     #[serde(default)]
     pub created_at: Option<DateTime<Utc>>,
+    /// When it was last started (Incus's zero time when never).
+    #[serde(default)]
+    pub last_used_at: Option<DateTime<Utc>>,
     /// The cluster member that holds the instance (`none` or empty on a single server).
     #[serde(default)]
     pub location: String,
@@ -66,6 +69,13 @@ impl Instance {
             "stateful": self.stateful,
             "description": self.description,
         })
+    }
+
+    /// True when it was started after `at` (a snapshot taken before no longer holds what
+    /// it ran with since).
+    pub fn ran_since(&self, at: DateTime<Utc>) -> bool {
+        self.last_used_at
+            .is_some_and(|used| used.timestamp() > at.timestamp())
     }
 
     /// The cluster member that holds the instance (`None` on a single server).

@@ -75,8 +75,12 @@ pub struct FailbackFacts {
     pub standby_running: bool,
     pub standby: ReplicaMarkers,
     pub primary: Option<PrimaryCopy>,
-    /// The standby's `failback-` snapshot taken since the promotion.
+    /// The standby's `failback-` snapshot taken since the promotion (and since the copy
+    /// last ran).
     pub final_snapshot: Option<String>,
+    /// This run made the long copy already (a resumed run copies again while the standby
+    /// still serves, so that the downtime stays short).
+    pub pre_copied: bool,
 }
 
 /// Where a failback stands (see the module's table).
@@ -84,6 +88,9 @@ pub struct FailbackFacts {
 pub enum FailbackState {
     Done,
     SplitBrain,
+    /// The copy from the standby runs while the standby copy is still promoted (started by
+    /// hand): refused.
+    BothCopies,
     OldCopyInPlace,
     NotCopied,
     StandbyRunning,
@@ -110,11 +117,18 @@ impl FailbackState {
             (Some(_), None) => return FailbackState::OldCopyInPlace,
             _ => {}
         }
+        if copy.is_some_and(|c| c.running) {
+            return FailbackState::BothCopies;
+        }
         let Some(copy) = copy.filter(|c| c.markers.synced_at.is_some()) else {
             return FailbackState::NotCopied;
         };
         if facts.standby_running {
-            return FailbackState::StandbyRunning;
+            return if facts.pre_copied {
+                FailbackState::StandbyRunning
+            } else {
+                FailbackState::NotCopied
+            };
         }
         match &facts.final_snapshot {
             None => FailbackState::NoFinalSnapshot,
@@ -127,7 +141,7 @@ impl FailbackState {
 /// The next step of a failback (`None`: done, or refused for a split brain).
 pub fn next_step(state: FailbackState) -> Option<Step> {
     match state {
-        FailbackState::Done | FailbackState::SplitBrain => None,
+        FailbackState::Done | FailbackState::SplitBrain | FailbackState::BothCopies => None,
         FailbackState::OldCopyInPlace => Some(Step::KeepAside),
         FailbackState::NotCopied => Some(Step::PreCopy),
         FailbackState::StandbyRunning => Some(Step::Stop),
@@ -194,6 +208,8 @@ fn failback_one(
         aside: aside_name(&pair.of.instance, Utc::now()),
         final_name: format!("{FINAL_PREFIX}{}", Utc::now().format("%Y%m%d-%H%M%S")),
         snapshot: Mutex::new(None),
+        taken: Mutex::new(None),
+        pre_copied: std::sync::atomic::AtomicBool::new(false),
     };
     let before = sequence.observe()?;
     let state = FailbackState::of(&before);
@@ -274,6 +290,10 @@ struct Failback<'a> {
     final_name: String,
     /// The snapshot the primary copy ends restored to, once known.
     snapshot: Mutex<Option<String>>,
+    /// The final snapshot once this run took it.
+    taken: Mutex<Option<String>>,
+    /// This run made the long copy.
+    pre_copied: std::sync::atomic::AtomicBool,
 }
 
 impl Sequence for Failback<'_> {
@@ -296,7 +316,7 @@ impl Sequence for Failback<'_> {
             Err(e) => return Err(e.into()),
         };
         let final_snapshot = match standby.promoted.as_ref() {
-            Some(promoted) => self.final_snapshot_since(promoted.at)?,
+            Some(promoted) => self.final_snapshot_since(promoted.at, &standby_copy)?,
             None => None,
         };
         if let Some(last) = &final_snapshot
@@ -309,16 +329,24 @@ impl Sequence for Failback<'_> {
             standby,
             primary,
             final_snapshot,
+            pre_copied: self.pre_copied.load(std::sync::atomic::Ordering::SeqCst),
         })
     }
 
     fn next_step(&self, facts: &FailbackFacts) -> Result<Option<Step>, Error> {
         let state = FailbackState::of(facts);
+        let at = address(&self.pair.of);
         if state == FailbackState::SplitBrain {
-            let at = address(&self.pair.of);
             return Err(Error::Refused(format!(
                 "{at} runs (split brain): fence it first with incus-failover fence {at} --standby {}",
                 self.standby_name
+            )));
+        }
+        if state == FailbackState::BothCopies {
+            return Err(Error::Refused(format!(
+                "{at}, the copy from the standby, runs while {}:{} still serves (started by hand?); stop one of them, then run failback again",
+                self.standby_name,
+                self.name()
             )));
         }
         Ok(next_step(state))
@@ -347,7 +375,12 @@ impl Sequence for Failback<'_> {
         let name = self.name();
         match step {
             Step::KeepAside => self.keep_old_primary_aside(),
-            Step::PreCopy => self.sync("pre-copy"),
+            Step::PreCopy => {
+                self.sync("pre-copy")?;
+                self.pre_copied
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            }
             Step::Stop => super::fence::stop_copy(
                 runner,
                 &self.pair.of,
@@ -357,16 +390,22 @@ impl Sequence for Failback<'_> {
                 self.options.stop_timeout,
             ),
             Step::FinalSnapshot => {
-                snapshots::create(&self.standby, name, &self.final_name, false, None)
-                    .map(drop)
-                    .map_err(|e| {
-                        Error::incus(format!("taking the final snapshot {}", self.final_name), e)
-                    })
+                snapshots::create(&self.standby, name, &self.final_name, false, None).map_err(
+                    |e| Error::incus(format!("taking the final snapshot {}", self.final_name), e),
+                )?;
+                if let Ok(mut taken) = self.taken.lock() {
+                    *taken = Some(self.final_name.clone());
+                }
+                Ok(())
             }
             Step::FinalSync => self.final_sync(facts),
             Step::ReReplica => self.make_standby_a_replica_again(facts),
             Step::Start => self.start_primary(),
             Step::Restart => {
+                let (copy, _) = instances::get(&self.standby, name)?;
+                if copy.is_running() {
+                    return Ok(());
+                }
                 instances::change_state(&self.standby, name, StateAction::Start, 0, false)
                     .map_err(Error::from)
             }
@@ -378,6 +417,7 @@ impl Sequence for Failback<'_> {
         match step {
             Step::KeepAside => facts.primary = None,
             Step::PreCopy => {
+                facts.pre_copied = true;
                 facts.primary = Some(PrimaryCopy {
                     running: false,
                     from_standby: true,
@@ -415,9 +455,11 @@ impl Sequence for Failback<'_> {
     }
 
     /// Once the standby copy is stopped, a failure must not leave the service down: whoever
-    /// stopped it (this run or a cut one), it serves again.
-    fn compensation(&self, failed: Step, _facts: &FailbackFacts) -> Option<Step> {
-        matches!(failed, Step::FinalSnapshot | Step::FinalSync).then_some(Step::Restart)
+    /// stopped it (this run or a cut one), it serves again, as long as it is still the
+    /// promoted copy (after `re-replica` the primary copy is the instance).
+    fn compensation(&self, failed: Step, facts: &FailbackFacts) -> Option<Step> {
+        let stopped = failed == Step::Stop || !facts.standby_running;
+        (facts.standby.promoted.is_some() && stopped).then_some(Step::Restart)
     }
 
     fn compensated(&self, _step: Step, result: &Result<(), Error>) -> String {
@@ -459,21 +501,24 @@ impl Failback<'_> {
         })
     }
 
-    /// The standby's newest snapshot when a run of this failback took it: after the promotion
-    /// (an older `failback-` snapshot would bring back old data).
+    /// The standby's newest snapshot when this run took it, or when an earlier run of this
+    /// failback did: after the promotion (an older `failback-` snapshot would bring back old
+    /// data), and the copy has not run since (it would lack what was written then).
     fn final_snapshot_since(
         &self,
         promoted_at: Option<chrono::DateTime<Utc>>,
+        copy: &Instance,
     ) -> Result<Option<String>, Error> {
-        let Some(promoted_at) = promoted_at else {
-            return Ok(None);
-        };
+        let taken = self.taken.lock().ok().and_then(|t| t.clone());
         let list = snapshots::list(&self.standby, self.name())?;
         Ok(list
             .last()
             .filter(|newest| {
-                newest.name.starts_with(FINAL_PREFIX)
-                    && newest.created_at.timestamp() >= promoted_at.timestamp()
+                Some(&newest.name) == taken.as_ref()
+                    || (newest.name.starts_with(FINAL_PREFIX)
+                        && promoted_at
+                            .is_some_and(|at| newest.created_at.timestamp() >= at.timestamp())
+                        && !copy.ran_since(newest.created_at))
             })
             .map(|s| s.name.clone()))
     }
@@ -659,6 +704,7 @@ mod tests {
                 markers: ReplicaMarkers::default(),
             }),
             final_snapshot: None,
+            pre_copied: false,
         }
     }
 
@@ -685,7 +731,19 @@ mod tests {
         if let Some(p) = f.primary.as_mut() {
             p.markers.synced_at = Some(Utc::now());
         }
+        // A finished copy from an earlier run is copied again while the standby serves.
+        assert_eq!(step(&f), Some(Step::PreCopy));
+        f.pre_copied = true;
         assert_eq!(step(&f), Some(Step::Stop));
+        // The copy from the standby started by hand while the standby still serves.
+        if let Some(p) = f.primary.as_mut() {
+            p.running = true;
+        }
+        assert_eq!(FailbackState::of(&f), FailbackState::BothCopies);
+        assert_eq!(step(&f), None);
+        if let Some(p) = f.primary.as_mut() {
+            p.running = false;
+        }
         f.standby_running = false;
         assert_eq!(step(&f), Some(Step::FinalSnapshot));
         f.final_snapshot = Some("failback-1".into());

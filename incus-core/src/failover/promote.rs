@@ -280,6 +280,7 @@ impl Promotions<'_> {
                 sync: &self.sync,
                 replicator,
                 final_name: format!("{FINAL_PREFIX}{}", Utc::now().format("%Y%m%d-%H%M%S")),
+                taken: std::sync::Mutex::new(None),
             };
             match promotion.run(&runner) {
                 Ok(mut record) => {
@@ -436,6 +437,8 @@ struct Promotion<'a> {
     replicator: Option<&'a Replicator<'a>>,
     /// The name of the final snapshot this run takes, if it takes one.
     final_name: String,
+    /// The final snapshot once this run took it.
+    taken: std::sync::Mutex<Option<String>>,
 }
 
 impl Promotion<'_> {
@@ -450,7 +453,13 @@ impl Promotion<'_> {
     /// Resolves `--at`, runs the steps, and says what was done.
     fn run(&self, runner: &Runner) -> Result<PromotedRecord, Error> {
         let start = Instant::now();
-        let before = self.observe_facts(&Target::Newest)?;
+        // Read as the final sync needs it (its final snapshot); --at and an emergency ignore
+        // that part.
+        let before = self.observe_facts(if self.options.emergency {
+            &Target::Newest
+        } else {
+            &Target::FinalSnapshot
+        })?;
         let already = matches!(
             PromotionState::of(&before, &Target::Newest),
             PromotionState::Running
@@ -464,8 +473,9 @@ impl Promotion<'_> {
         let sequence = PromotionSequence {
             promotion: self,
             target: target.clone(),
+            aside: moved_aside_name(self.name(), Utc::now()),
         };
-        let after = runner.drive(&sequence, &self.pair.of)?;
+        let after = runner.drive_from(&sequence, &self.pair.of, before.clone())?;
         Ok(self.record(start, &before, &after, &target, already))
     }
 
@@ -504,10 +514,6 @@ impl Promotion<'_> {
             };
         } else if already {
             record.snapshot = before.replica.restored.clone();
-        } else if let Target::FinalSnapshot = target
-            && self.options.dry_run
-        {
-            record.snapshot = Some(self.final_name.clone());
         }
         if let Target::Point(point) = target {
             // Gone back on purpose: what came after that point stays on the primary copy.
@@ -522,7 +528,13 @@ impl Promotion<'_> {
     fn observe_facts(&self, target: &Target) -> Result<PromotionFacts, Error> {
         let standby = self.standby();
         let (replica, _) = read_replica(&standby, self.standby_name, self.name())?;
-        let snapshots = snapshots::list(&standby, self.name())?;
+        // Only an emergency starts from what the replica's snapshots say; what blocks a
+        // promotion does not depend on them.
+        let snapshots = if self.options.emergency {
+            snapshots::list(&standby, self.name())?
+        } else {
+            Vec::new()
+        };
         let mut blocking: Vec<String> = readiness::problems(&replica, &snapshots, None)
             .iter()
             .filter(|p| p.blocks_promotion())
@@ -531,14 +543,17 @@ impl Promotion<'_> {
         if self.options.emergency && snapshots.is_empty() {
             blocking.push("it holds no snapshot".into());
         }
-        let primary = if self.options.emergency {
+        let markers = ReplicaMarkers::from_config(&replica.config);
+        // Promoted and serving: done, whatever became of the primary.
+        let done = markers.promoted.is_some() && replica.is_running();
+        let primary = if self.options.emergency || done {
             None
         } else {
             Some(self.observe_primary(target)?)
         };
         Ok(PromotionFacts {
             replica_running: replica.is_running(),
-            replica: ReplicaMarkers::from_config(&replica.config),
+            replica: markers,
             replica_newest: snapshots.last().cloned(),
             blocking,
             primary,
@@ -560,17 +575,20 @@ impl Promotion<'_> {
             e => Error::from(e),
         })?;
         let mut facts = PrimaryFacts::of(&instance, etag);
-        // A final snapshot taken since the fencing (a resumed run reuses it).
-        if *target == Target::FinalSnapshot
-            && let Some(fenced_at) = facts.fenced.as_ref().and_then(|f| f.at)
-            && !facts.running
-        {
+        // The final snapshot: the one this run took, or one an earlier run took since the
+        // fencing, as long as the copy has not run since (it would lack what it did then).
+        if *target == Target::FinalSnapshot && facts.fenced.is_some() && !facts.running {
+            let fenced_at = facts.fenced.as_ref().and_then(|f| f.at);
+            let taken = self.taken.lock().ok().and_then(|t| t.clone());
             let list = snapshots::list(&primary, name)?;
             facts.final_snapshot = list
                 .last()
                 .filter(|newest| {
-                    newest.name.starts_with(FINAL_PREFIX)
-                        && newest.created_at.timestamp() >= fenced_at.timestamp()
+                    Some(&newest.name) == taken.as_ref()
+                        || (newest.name.starts_with(FINAL_PREFIX)
+                            && fenced_at
+                                .is_some_and(|at| newest.created_at.timestamp() >= at.timestamp())
+                            && !instance.ran_since(newest.created_at))
                 })
                 .map(|s| s.name.clone());
         }
@@ -629,6 +647,8 @@ impl Promotion<'_> {
 struct PromotionSequence<'a> {
     promotion: &'a Promotion<'a>,
     target: Target,
+    /// Where `--at` an archive point keeps the replica.
+    aside: String,
 }
 
 impl Sequence for PromotionSequence<'_> {
@@ -680,16 +700,23 @@ impl Sequence for PromotionSequence<'_> {
                 "send {} to {standby}:{name} and restore the replica to it",
                 self.final_snapshot(facts)
             ),
-            Step::Restore => format!(
-                "restore {standby}:{name} to {}",
-                self.point_snapshot(facts).unwrap_or_default()
-            ),
+            Step::Restore => match &self.target {
+                Target::Point(point) => format!(
+                    "restore {standby}:{name} to {} ({})",
+                    point.snapshot,
+                    timestamp(point.created_at)
+                ),
+                _ => format!(
+                    "restore {standby}:{name} to {}",
+                    self.point_snapshot(facts).unwrap_or_default()
+                ),
+            },
             Step::Archive => match &self.target {
                 Target::Point(point) => format!(
                     "clone archive point {} ({}) as {standby}:{name}; the replica is kept as {}",
                     point.archive.as_deref().unwrap_or_default(),
                     timestamp(point.created_at),
-                    moved_aside_name(name, Utc::now())
+                    self.aside
                 ),
                 _ => String::new(),
             },
@@ -893,7 +920,7 @@ impl PromotionSequence<'_> {
         let standby = p.standby();
         let name = p.name();
         let temporary: String = format!("{name}-at-point").chars().take(63).collect();
-        let aside = moved_aside_name(name, Utc::now());
+        let aside = &self.aside;
         let archive_client = standby.in_project(p.archive_project);
         if instances::get(&standby, &temporary).is_err() {
             let (source, _) = instances::get(&archive_client, archive)
@@ -935,7 +962,7 @@ impl PromotionSequence<'_> {
                 )
             })?;
         }
-        instances::rename(&standby, name, &aside).map_err(|e| {
+        instances::rename(&standby, name, aside).map_err(|e| {
             Error::incus_left(
                 format!("moving the replica aside to {aside}"),
                 e,
@@ -943,7 +970,7 @@ impl PromotionSequence<'_> {
             )
         })?;
         let marked = Replaced::now(ReplaceReason::At(point.snapshot.clone())).to_patch();
-        let _ = instances::patch_config(&standby, &aside, &marked.as_merge(), None);
+        let _ = instances::patch_config(&standby, aside, &marked.as_merge(), None);
         instances::rename(&standby, &temporary, name).map_err(|e| {
             Error::incus_left(
                 format!("renaming the clone {temporary} to {name}"),

@@ -80,16 +80,26 @@ impl Runner<'_> {
 
     /// Runs the sequence to its end. Returns the facts as last read (or assumed).
     pub fn drive<S: Sequence>(&self, sequence: &S, of: &InstanceRef) -> Result<S::Facts, Error> {
-        let mut facts = sequence.observe()?;
+        self.drive_from(sequence, of, sequence.observe()?)
+    }
+
+    /// [`Runner::drive`] from facts just read.
+    pub fn drive_from<S: Sequence>(
+        &self,
+        sequence: &S,
+        of: &InstanceRef,
+        mut facts: S::Facts,
+    ) -> Result<S::Facts, Error> {
         let mut lease: Option<LeaseGuard> = None;
         let mut last = None;
         let mut count = 0;
         while let Some(step) = sequence.next_step(&facts)? {
             count += 1;
             if count > MAX_STEPS || (last == Some(step) && !self.dry_run) {
-                return Err(Error::NoEffect(format!(
+                let stuck = Error::NoEffect(format!(
                     "the step {step} did not take effect; nothing more was done: look at both servers, then run the same command again"
-                )));
+                ));
+                return Err(self.compensate(sequence, step, &facts, of, stuck));
             }
             if lease.is_none()
                 && !self.dry_run

@@ -179,12 +179,12 @@ impl Replicator<'_> {
         let name = &replica.instance.name;
         match start {
             Start::MoveAside { aside, refusal } => {
-                settle(target, name)?;
+                self.settle(target, name)?;
                 self.move_aside(target, &replica.instance, aside, refusal)
             }
             Start::ReplaceUnfinished => {
                 // A first copy that never finished: its snapshot records may lack their data.
-                settle(target, name)?;
+                self.settle(target, name)?;
                 instances::delete(target, name).map_err(|e| {
                     Error::incus(
                         format!("removing the unfinished replica {}:{name}", self.options.to),
@@ -269,7 +269,7 @@ impl Replicator<'_> {
             progress: Some(&report),
             on_interrupt: None,
         };
-        settle(target, name)?;
+        self.settle(target, name)?;
         let result = transfer.run(self.options.mode, &wait);
         bar.finish_and_clear();
         self.bars.remove(&bar);
@@ -412,11 +412,38 @@ fn write_config(
     instances::patch_config(target, name, changes, None)
 }
 
-/// Waits for operations still working on the replica (a transfer whose run was killed goes on
-/// on the server): a refresh started meanwhile would fail on the busy instance.
-fn settle(target: &Client, name: &str) -> Result<(), Error> {
+impl Replicator<'_> {
+    /// Waits for operations still working on the replica (a transfer whose run was killed
+    /// goes on on the server): a refresh started meanwhile would fail on the busy instance.
+    /// A push reads the standby's operations once per run and project: what a killed run
+    /// left is in that listing, and a run elsewhere cannot reach the replica without its
+    /// lease.
+    fn settle(&self, target: &Client, name: &str) -> Result<(), Error> {
+        let running = if self.options.listings_once() {
+            self.operations_once(target)?
+        } else {
+            crate::api::operations::running(target)?
+        };
+        settle_on(target, name, running);
+        Ok(())
+    }
+
+    fn operations_once(&self, target: &Client) -> Result<Vec<crate::client::Operation>, Error> {
+        let mut cache = self
+            .operations
+            .lock()
+            .map_err(|_| Error::Unsafe("operation cache poisoned".to_string()))?;
+        if let Some(known) = cache.get(target.project()) {
+            return Ok(known.clone());
+        }
+        let running = crate::api::operations::running(target)?;
+        cache.insert(target.project().to_string(), running.clone());
+        Ok(running)
+    }
+}
+
+fn settle_on(target: &Client, name: &str, running: Vec<crate::client::Operation>) {
     let url = format!("/1.0/instances/{name}");
-    let running = crate::api::operations::running(target)?;
     for op in running {
         let concerned = op.resources.get("instances").is_some_and(|list| {
             list.iter()
@@ -431,5 +458,4 @@ fn settle(target: &Client, name: &str) -> Result<(), Error> {
             let _ = target.wait(&op, &options);
         }
     }
-    Ok(())
 }

@@ -41,6 +41,8 @@ pub struct Replicator<'a> {
     pub(super) pooled: crate::api::projects::PooledSnapshots,
     /// Profile names per standby project, listed once.
     pub(super) profiles: Mutex<BTreeMap<String, BTreeSet<String>>>,
+    /// The standby's unfinished operations per project, read once by a push.
+    pub(super) operations: Mutex<BTreeMap<String, Vec<crate::client::Operation>>>,
     /// The pool of each profile's root disk per (remote, project, profile), read once.
     pub(super) profile_pools: Mutex<BTreeMap<(String, String, String), Option<String>>>,
     /// Progress bars on a terminal (hidden otherwise): one per transfer under way, and the
@@ -88,6 +90,7 @@ impl<'a> Replicator<'a> {
             standby_members: membership.members,
             profiles: Mutex::new(BTreeMap::new()),
             profile_pools: Mutex::new(BTreeMap::new()),
+            operations: Mutex::new(BTreeMap::new()),
             replicas: Mutex::new(BTreeMap::new()),
             pooled: Default::default(),
             bars: if std::io::stderr().is_terminal() {
