@@ -178,6 +178,9 @@ pub struct StatusRecord {
     pub fenced: Option<bool>,
     /// The same instance runs on both servers.
     pub split_brain: bool,
+    /// Marked promoted, but it runs on neither server: the service is down.
+    #[serde(default)]
+    pub service_down: bool,
     /// How deep the standby's history goes: the replica's snapshots plus its archive points.
     pub history_points: usize,
     #[serde(serialize_with = "optional_time")]
@@ -1212,6 +1215,7 @@ mod tests {
                 promoted: false,
                 fenced: Some(false),
                 split_brain: false,
+                service_down: false,
                 history_points: 5,
                 history_oldest: Some(at(1_795_000_000)),
                 history_newest: Some(at(1_795_899_000)),
@@ -1239,6 +1243,7 @@ mod tests {
                 promoted: true,
                 fenced: None,
                 split_brain: true,
+                service_down: false,
                 history_points: 0,
                 history_oldest: None,
                 history_newest: None,

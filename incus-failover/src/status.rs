@@ -146,6 +146,9 @@ pub fn assess(
     record.replica_running = replica.instance.is_running();
     record.promoted = markers.promoted.is_some();
     record.split_brain = record.replica_running && record.primary_running == Some(true);
+    // Promoted, yet running nowhere (a start that failed, a replica stopped by hand).
+    record.service_down =
+        record.promoted && !record.replica_running && record.primary_running != Some(true);
     record.problems = readiness::problems(
         &replica.instance,
         &replica.snapshots,
@@ -154,6 +157,12 @@ pub fn assess(
     .iter()
     .map(ToString::to_string)
     .collect();
+    if record.service_down {
+        record.problems.insert(
+            0,
+            "service down: promoted, but it runs on neither server".to_string(),
+        );
+    }
     record.ready = record.problems.is_empty();
     record
 }
@@ -204,6 +213,7 @@ fn primary_status(pair: &Pair, standby: &str, primary: &PrimaryView) -> StatusRe
         promoted: false,
         fenced,
         split_brain: false,
+        service_down: false,
         history_points: 0,
         history_oldest: None,
         history_newest: None,
@@ -323,6 +333,17 @@ pub fn verdict(
                 format!("{name}: split brain, it runs on both servers"),
                 &mut lines,
             );
+        }
+        if r.service_down {
+            raise(
+                Nagios::Critical,
+                format!(
+                    "{name}: service down: promoted on {}, but it runs on neither server",
+                    r.standby
+                ),
+                &mut lines,
+            );
+            continue;
         }
         if r.promoted {
             raise(
@@ -574,6 +595,8 @@ pub fn table(records: &[StatusRecord], now: DateTime<Utc>) -> String {
             when(r.last_sync),
             if r.ready {
                 "yes".into()
+            } else if r.service_down {
+                "SERVICE DOWN: promoted, runs nowhere".into()
             } else if r.promoted {
                 "promoted".into()
             } else {
@@ -634,6 +657,7 @@ mod tests {
                 instance: "web".into(),
             },
             replica_project: "default".into(),
+            named: true,
         }
     }
 
@@ -756,6 +780,39 @@ mod tests {
         );
         assert!(!none.ready);
         assert_eq!(none.rpo_seconds, None);
+    }
+
+    #[test]
+    fn a_promoted_replica_that_runs_nowhere_is_a_service_down_and_critical() {
+        let mut replica = ready_replica();
+        replica
+            .instance
+            .config
+            .insert(key::PROMOTED.into(), "x".into());
+        let r = assess(
+            &pair(),
+            "standby",
+            &up(false, vec![]),
+            Some(&replica),
+            &BTreeSet::new(),
+            at(3000),
+        );
+        assert!(r.service_down && r.promoted && !r.ready);
+        assert!(r.problems[0].contains("service down"), "{:?}", r.problems);
+        let (state, lines) = verdict(&[r], 3600, None);
+        assert_eq!(state, Nagios::Critical);
+        assert!(lines[0].contains("service down"), "{lines:?}");
+        // Running on the standby: promoted, not down.
+        replica.instance.status = "Running".into();
+        let r = assess(
+            &pair(),
+            "standby",
+            &up(false, vec![]),
+            Some(&replica),
+            &BTreeSet::new(),
+            at(3000),
+        );
+        assert!(!r.service_down);
     }
 
     #[test]

@@ -369,7 +369,21 @@ fn an_emergency_promotion_reports_its_data_loss_and_fence_ends_the_split_brain()
     let record = the_status(&name);
     assert_eq!(record["split_brain"], false);
     assert_eq!(record["fenced"], true);
-    // Fencing what was never promoted is refused.
+    // Fencing a whole primary acts on its promoted instances and skips the others (no
+    // failure: that is what a user runs after an emergency).
+    let bystander = Instance::launch("local", &unique("fo-bystander"));
+    let out = failover(&["fence", "--standby", "standby", "local:"]);
+    out.assert_success();
+    let fenced: Vec<String> = out
+        .records_of("fenced")
+        .iter()
+        .map(|r| r["instance"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(fenced.contains(&name), "{}", out.stdout);
+    assert!(!fenced.contains(&bystander.name), "{}", out.stdout);
+    assert!(out.stderr.contains("skipped"), "{}", out.stderr);
+    assert_eq!(bystander.status(), "Running");
+    // Fencing what was never promoted, named, is refused.
     let other = Instance::launch("local", &unique("fo-nofence"));
     let out = failover(&["fence", "--standby", "standby", &other.name]);
     out.assert_code(1);
@@ -590,6 +604,90 @@ fn a_failing_failback_leaves_the_service_running_and_btrfs_is_refused() {
             .is_empty(),
         "the old primary copy was moved although nothing could be done"
     );
+}
+
+/// A planned promotion whose start on the standby fails gives the service back: the primary
+/// copy is unfenced and runs again, the replica stays an inert replica, the error is Incus's,
+/// and the next push and promotion work once the cause is gone. The start fails on the standby
+/// alone: its copy of the instance's profile gets a disk whose source does not exist.
+#[test]
+fn a_promotion_whose_start_fails_gives_the_service_back() {
+    let _serial = serial();
+    let profile = unique("fo-rb-prof");
+    incus_ok(&["profile", "create", &profile]);
+    let name = unique("fo-rollback");
+    let standby = format!("standby:{name}");
+    let c = Instance::builder("local", &name)
+        .profile(&profile)
+        .stopped()
+        .build();
+    incus_ok(&[
+        "config",
+        "device",
+        "add",
+        &name,
+        "eth0",
+        "nic",
+        "nictype=p2p",
+        "-q",
+    ]);
+    c.start();
+    c.exec("echo before > /root/data");
+    c.snapshot("s1");
+    tool("incus-push")
+        .args(["--to", "standby", "--sync-profiles", &name])
+        .run()
+        .assert_success();
+    let on_standby = format!("standby:{profile}");
+    // Incus saves the profile and says the replica failed to take the device (exit 1): it
+    // will not start with it.
+    let _ = incus_standby_tests::incus(&[
+        "profile",
+        "device",
+        "add",
+        &on_standby,
+        "broken",
+        "disk",
+        "source=/nonexistent/incus-standby-rollback",
+        "path=/mnt/broken",
+    ]);
+    assert!(
+        incus_ok(&["profile", "device", "show", &on_standby]).contains("broken"),
+        "the standby's profile did not keep the broken disk"
+    );
+    let out = failover(&["promote", "--standby", "standby", &name]);
+    let steps: Vec<String> = out
+        .records_of("step")
+        .iter()
+        .map(|s| s["step"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let result = std::panic::catch_unwind(|| {
+        out.assert_code(1);
+        assert!(
+            steps.ends_with(&["start".to_string(), "rollback".to_string()]),
+            "{steps:?}"
+        );
+        let error = out.first_error();
+        assert!(error.contains("given back"), "{error}");
+        assert_eq!(status_of(&name), "RUNNING");
+        assert_eq!(status_of(&standby), "STOPPED");
+        assert_eq!(config_get(&name, "user.incus-standby.fenced"), "");
+        assert_eq!(config_get(&name, "boot.autostart"), "");
+        assert_eq!(config_get(&standby, "boot.autostart"), "false");
+        assert_eq!(config_get(&standby, "user.incus-standby.promoted"), "");
+        // The cause fixed: a push refreshes the replica, a promotion succeeds.
+        incus_ok(&["profile", "device", "remove", &on_standby, "broken"]);
+        push(&name);
+        failover(&["promote", "--standby", "standby", &name]).assert_success();
+        assert_promoted(&name, "before");
+    });
+    drop(c);
+    for remote in ["local", "standby"] {
+        let _ = incus_standby_tests::incus(&["profile", "delete", &format!("{remote}:{profile}")]);
+    }
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 /// Several instances in one run (and two at a time): each gets its own final snapshot and

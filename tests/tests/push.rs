@@ -528,3 +528,45 @@ fn an_up_to_date_run_makes_the_same_few_requests_for_two_or_six_instances() {
     assert_eq!(six, two, "the requests grow with the instances");
     assert!(six <= 12, "{six} requests");
 }
+
+/// A replica snapshot never expires by itself: a copy takes its source snapshot's expiry, and
+/// the standby's own daemon would delete it whatever the standby's retention keeps.
+#[test]
+fn replica_snapshots_do_not_take_their_sources_expiry() {
+    let c = Instance::create("local", &unique("push-expiry"));
+    let out = tool("incus-snap").args(["--expiry", "1d", &c.name]).run();
+    out.assert_success();
+    let expires = |address: &str| -> Vec<String> {
+        let (remote, name) = address.split_once(':').unwrap_or(("local", address));
+        let json = incus_ok(&[
+            "query",
+            &format!("{remote}:/1.0/instances/{name}/snapshots?recursion=1"),
+        ]);
+        let v: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| s["expires_at"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let on_source = expires(&c.name);
+    assert_eq!(on_source.len(), 1);
+    assert!(!on_source[0].starts_with("0001-"), "{on_source:?}");
+    push(&[&c.name]).assert_success();
+    let on_replica = expires(&format!("standby:{}", c.name));
+    assert_eq!(on_replica.len(), 1);
+    assert!(on_replica[0].starts_with("0001-"), "{on_replica:?}");
+    // The next snapshot, sent by a refresh, does not expire on the standby either.
+    std::thread::sleep(Duration::from_millis(1100));
+    tool("incus-snap")
+        .args(["--expiry", "1d", &c.name])
+        .run()
+        .assert_success();
+    push(&[&c.name]).assert_success();
+    let on_replica = expires(&format!("standby:{}", c.name));
+    assert_eq!(on_replica.len(), 2);
+    assert!(
+        on_replica.iter().all(|t| t.starts_with("0001-")),
+        "{on_replica:?}"
+    );
+}

@@ -286,6 +286,11 @@ pub fn fence(args: &PairArgs, options: &FenceOptions, output: &Output) -> Result
                 stopped: before.running,
                 dry_run: options.dry_run,
             })),
+            // `REMOTE:` or `--all`: the instances that were not promoted are not fenced, and
+            // that is no failure.
+            Err(Error::Refused(why)) if !pair.named => {
+                output.note(&format!("{}: skipped: {why}", address(&pair.of)));
+            }
             Err(e) => output.error(
                 Some(&pair.of),
                 &format!("fencing {}: {e}", address(&pair.of)),

@@ -44,6 +44,8 @@ pub struct PairArgs {
 pub struct Pair {
     pub of: InstanceRef,
     pub replica_project: String,
+    /// Named on the command line (not found by listing `REMOTE:` or `--all`).
+    pub named: bool,
 }
 
 /// What a subcommand works on.
@@ -150,8 +152,9 @@ struct Finder<'a> {
 }
 
 impl Finder<'_> {
-    fn add(&mut self, remote: &str, project: &str, instance: String) {
+    fn add(&mut self, remote: &str, project: &str, instance: String, named: bool) {
         let pair = Pair {
+            named,
             of: InstanceRef {
                 remote: remote.to_string(),
                 project: project.to_string(),
@@ -179,14 +182,14 @@ impl Finder<'_> {
             .clone()
             .unwrap_or_else(|| self.connections.remotes().project(&remote));
         if let Some(instance) = instance {
-            self.add(&remote, &project, instance);
+            self.add(&remote, &project, instance, true);
             return Ok(());
         }
         let client = self.connections.client(&remote, Some(&project))?;
         match instances::list(&client, false) {
             Ok(list) => {
                 for instance in list {
-                    self.add(&remote, &project, instance.name);
+                    self.add(&remote, &project, instance.name, false);
                 }
             }
             Err(e @ crate::Error::Unreachable { .. }) => {
@@ -224,7 +227,7 @@ impl Finder<'_> {
             .and_then(|pem| crate::client::tls::pem_fingerprint(&pem));
         for replica in replicas {
             if is_replica_of(&replica, project, pinned.as_deref()) {
-                self.add(remote, project, replica.name);
+                self.add(remote, project, replica.name, false);
             }
         }
         Ok(())

@@ -724,6 +724,10 @@ impl Sequence for PromotionSequence<'_> {
                 "give {standby}:{name} the source's settings: {}",
                 shown(&self.identity_changes(facts))
             ),
+            Step::Rollback => format!(
+                "give the service back: {} unfenced and started again, {standby}:{name} left an inert replica",
+                address(of)
+            ),
             _ => format!("start {standby}:{name}"),
         }
     }
@@ -762,6 +766,7 @@ impl Sequence for PromotionSequence<'_> {
                 restore_keeping_markers(&p.standby(), p.name(), &snapshot, &facts.replica)
             }
             Step::Archive => self.clone_archive(facts),
+            Step::Rollback => self.roll_back(),
             Step::Identity => instances::patch_config(
                 &p.standby(),
                 p.name(),
@@ -807,6 +812,27 @@ impl Sequence for PromotionSequence<'_> {
             _ => {}
         }
         facts
+    }
+
+    /// A planned promotion that fails once the primary copy was stopped gives the service
+    /// back (an emergency cannot: its primary is gone).
+    fn compensation(&self, failed: Step, facts: &PromotionFacts) -> Option<Step> {
+        rollback_needed(failed, facts).then_some(Step::Rollback)
+    }
+
+    fn compensated(&self, _step: Step, result: &Result<(), Error>) -> String {
+        let p = self.promotion;
+        let at = address(&p.pair.of);
+        match result {
+            Ok(()) => format!(
+                "the service was given back: {at} runs again, unfenced, and {}:{} is still an inert replica; nothing was lost: fix the cause, then promote again",
+                p.standby_name,
+                p.name()
+            ),
+            Err(e) => format!(
+                "and giving the service back failed too ({e}): THE SERVICE RUNS NOWHERE; start {at} by hand (incus start {at})"
+            ),
+        }
     }
 
     fn lease(&self) -> Option<LeaseSpec> {
@@ -980,6 +1006,35 @@ impl PromotionSequence<'_> {
         })
     }
 
+    /// Gives the service back after a failed planned promotion: the replica inert and unmarked
+    /// first (it must never start by itself), then the primary copy unfenced (its own
+    /// autostart back) and started.
+    fn roll_back(&self) -> Result<(), Error> {
+        let p = self.promotion;
+        let standby = p.standby();
+        let (replica, _) = instances::get(&standby, p.name())?;
+        let mut inert = ConfigPatch::inert();
+        let markers = ReplicaMarkers {
+            promoted: None,
+            ..ReplicaMarkers::from_config(&replica.config)
+        };
+        inert.merge(markers.to_patch());
+        instances::patch_config(&standby, p.name(), &inert.as_merge(), None)
+            .map_err(|e| Error::incus("making the replica inert again", e))?;
+        let primary = p.pairs.primary(p.pair)?;
+        let (instance, _) = instances::get(&primary, p.name())?;
+        let own = super::fence::PrimaryFacts::of(&instance, None).own_autostart();
+        let mut unfence = crate::markers::PrimaryMarkers::default().to_patch();
+        unfence.put(crate::markers::AUTOSTART, own.or(Some(String::new())));
+        instances::patch_config(&primary, p.name(), &unfence.as_merge(), None)
+            .map_err(|e| Error::incus(format!("unfencing {}", address(&p.pair.of)), e))?;
+        if instance.is_running() {
+            return Ok(());
+        }
+        instances::change_state(&primary, p.name(), StateAction::Start, 0, false)
+            .map_err(|e| Error::incus(format!("starting {} again", address(&p.pair.of)), e))
+    }
+
     /// Starts the replica, once the primary copy is seen stopped (never both).
     fn start(&self, facts: &PromotionFacts) -> Result<(), Error> {
         let p = self.promotion;
@@ -992,9 +1047,37 @@ impl PromotionSequence<'_> {
                 )));
             }
         }
-        instances::change_state(&p.standby(), p.name(), StateAction::Start, 0, false)
-            .map_err(|e| Error::incus(format!("starting {}:{}", p.standby_name, p.name()), e))
+        instances::change_state(&p.standby(), p.name(), StateAction::Start, 0, false).map_err(
+            |e| {
+                let left = if p.options.emergency {
+                    "; THE SERVICE RUNS NOWHERE: the primary is gone and the replica did not start (it is marked promoted): fix the cause on the standby, then run this promotion again"
+                } else {
+                    ""
+                };
+                Error::incus_left(format!("starting {}:{}", p.standby_name, p.name()), e, left)
+            },
+        )
     }
+}
+
+/// A planned promotion gives the service back when a step fails once the primary copy was
+/// fenced and stopped, and the replica does not serve.
+pub fn rollback_needed(failed: Step, facts: &PromotionFacts) -> bool {
+    let Some(primary) = &facts.primary else {
+        return false;
+    };
+    let stopped = primary.fenced.is_some() && (!primary.running || failed == Step::Stop);
+    let after_the_stop = matches!(
+        failed,
+        Step::Stop
+            | Step::FinalSnapshot
+            | Step::Sync
+            | Step::Restore
+            | Step::Archive
+            | Step::Identity
+            | Step::Start
+    );
+    stopped && after_the_stop && !facts.replica_running
 }
 
 /// The inert keys of `changes`, as the `identity` step shows them.
@@ -1202,6 +1285,35 @@ mod tests {
         for (state, step) in table {
             assert_eq!(next_step(&state), step, "{state:?}");
         }
+    }
+
+    #[test]
+    fn a_failure_after_the_stop_gives_the_service_back_and_an_emergency_cannot() {
+        let mut f = replica();
+        // Serving: nothing to give back.
+        assert!(!rollback_needed(Step::Fence, &f));
+        fenced(&mut f);
+        if let Some(p) = f.primary.as_mut() {
+            p.running = false;
+        }
+        for step in [Step::FinalSnapshot, Step::Sync, Step::Identity, Step::Start] {
+            assert!(rollback_needed(step, &f), "{step}");
+        }
+        // A stop that failed may have stopped it.
+        if let Some(p) = f.primary.as_mut() {
+            p.running = true;
+        }
+        assert!(rollback_needed(Step::Stop, &f));
+        assert!(!rollback_needed(Step::Sync, &f));
+        // The replica serves: the promotion is done, nothing to give back.
+        if let Some(p) = f.primary.as_mut() {
+            p.running = false;
+        }
+        f.replica_running = true;
+        assert!(!rollback_needed(Step::Start, &f));
+        f.replica_running = false;
+        f.primary = None;
+        assert!(!rollback_needed(Step::Start, &f));
     }
 
     #[test]

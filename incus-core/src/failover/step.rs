@@ -45,6 +45,10 @@ pub enum Step {
     /// A step failed once the serving copy was stopped: it is started again (the service is
     /// never left down).
     Restart,
+    /// A planned promotion failed once the primary copy was stopped (the standby could not
+    /// start it, say): the primary copy is unfenced and started again, the replica left an
+    /// inert replica.
+    Rollback,
 }
 
 impl Step {
@@ -65,6 +69,7 @@ impl Step {
             Step::FinalSync => "final-sync",
             Step::ReReplica => "re-replica",
             Step::Restart => "restart",
+            Step::Rollback => "rollback",
         }
     }
 

@@ -41,6 +41,9 @@ impl Replicator<'_> {
         let mut report = Report::new(selected, self.options, started);
         if decision.plan == Plan::UpToDate {
             self.update_markers(observed, &decision)?;
+            if !self.options.dry_run {
+                self.clear_expiry(observed, &selected.of.instance, &decision.clear_expiry)?;
+            }
             return Ok(report.record(&decision.plan, decision.replica_location));
         }
         if let Start::MoveAside { aside, .. } = &decision.start {
@@ -68,6 +71,7 @@ impl Replicator<'_> {
         self.clear_the_way(observed, &decision.start)?;
         let received_on = self.transfer(selected, observed, &decision, lease.as_ref())?;
         fail::fail_point!("push::after-transfer", super::error::injected);
+        self.clear_expiry(observed, &selected.of.instance, &decision.clear_expiry)?;
         interrupt::without_interruption(|| {
             self.finish(selected, observed, &decision, lease.as_mut())
         })?;
@@ -101,6 +105,21 @@ impl Replicator<'_> {
         .map_err(|e| Error::incus("updating the replica's markers", e))?;
         if let Some(lease) = lease.as_mut() {
             lease.released_by_write();
+        }
+        Ok(())
+    }
+
+    /// Removes the expiry of replica snapshots: a replica snapshot never expires by itself
+    /// (the standby's daemon would delete it, whatever the standby's retention keeps).
+    fn clear_expiry(&self, observed: &Observed, name: &str, which: &[String]) -> Result<(), Error> {
+        let target = self.target(observed);
+        for snapshot in which {
+            snapshots::set_expiry(&target, name, snapshot, None).map_err(|e| {
+                Error::incus(
+                    format!("keeping the replica's snapshot {snapshot} from expiring"),
+                    e,
+                )
+            })?;
         }
         Ok(())
     }

@@ -165,6 +165,12 @@ impl Options {
         }
     }
 
+    /// A replica's snapshots do not expire by themselves: the standby's retention decides.
+    /// A failback's copy is the instance again, and keeps its snapshots' own expiry.
+    pub fn replicas_never_expire(&self) -> bool {
+        !matches!(self.purpose, Purpose::Failback)
+    }
+
     /// A source fenced for a promotion is replicated only by that promotion.
     pub fn allows_fenced_source(&self) -> bool {
         matches!(self.purpose, Purpose::FinalSync { .. })

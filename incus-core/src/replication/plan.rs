@@ -419,6 +419,10 @@ pub struct Decision {
     pub marker_updates: crate::markers::ConfigPatch,
     /// The existing replica's cluster member.
     pub replica_location: Option<String>,
+    /// Replica snapshots that would expire by themselves (a copy takes its source's
+    /// `expires_at`): the standby's own retention decides instead, so their expiry is
+    /// removed.
+    pub clear_expiry: Vec<String>,
 }
 
 /// What [`decide`] is given besides what was observed.
@@ -496,7 +500,11 @@ pub fn decide(
         markers,
         marker_updates: ConfigPatch::default(),
         replica_location,
+        clear_expiry: Vec::new(),
     };
+    if options.replicas_never_expire() {
+        decision.clear_expiry = expiring(observed, ours, &decision.plan);
+    }
     if decision.plan == Plan::UpToDate {
         if let Some(replica) = ours {
             decision.marker_updates = marker_updates(observed, replica);
@@ -576,6 +584,34 @@ fn judge_replica<'o>(
             instance: input.source.name.clone(),
         }),
     }
+}
+
+/// The snapshots the replica will hold with an expiry of their own: those sent from a source
+/// snapshot that expires, and those it holds already with one (made by an earlier release).
+fn expiring(
+    observed: &super::observe::Observed,
+    ours: Option<&super::observe::ReplicaSide>,
+    plan: &Plan,
+) -> Vec<String> {
+    let sent = plan.sent();
+    let mut names: Vec<String> = observed
+        .source_snapshots
+        .iter()
+        .filter(|s| s.expires_at.is_some() && sent.contains(&s.name))
+        .map(|s| s.name.clone())
+        .collect();
+    if let Some(replica) = ours {
+        let kept = replica
+            .snapshots
+            .iter()
+            .filter(|s| s.expires_at.is_some())
+            .filter(|s| observed.source_ids.iter().any(|id| id.name == s.name))
+            .map(|s| s.name.clone());
+        names.extend(kept);
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Nothing to send; the source's identity and own settings may still be new to the replica
@@ -1050,6 +1086,22 @@ mod tests {
                     send: vec!["n1".into()]
                 }
             );
+        }
+
+        #[test]
+        fn replica_snapshots_never_expire_by_themselves() {
+            let mut o = observed(&[("s1", 1), ("s2", 2)], Some((&[("s1", 1)], "s1")));
+            o.source_snapshots[1].expires_at = Some(at(10_000));
+            if let Some(r) = o.replica.as_mut() {
+                r.snapshots[0].expires_at = Some(at(9_000));
+            }
+            let push = Options::push("standby", PushChoices::default());
+            let d = decided(&o, &push).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(d.clear_expiry, vec!["s1".to_string(), "s2".to_string()]);
+            // A failback gives the primary its own snapshots back, expiry included.
+            let back = Options::failback("primary", "default");
+            let d = decided(&o, &back).unwrap_or_else(|e| panic!("{e}"));
+            assert!(d.clear_expiry.is_empty());
         }
 
         #[test]
