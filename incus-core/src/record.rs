@@ -108,8 +108,16 @@ pub struct PushRecord {
     /// Archive points the standby's policy no longer keeps, deleted after the refresh.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub archives_deleted: Vec<String>,
+    /// First copies that Incus failed for a reason known to be transient, and that were made
+    /// again (absent: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// `pruned`: a snapshot was deleted (or would be, with `dry_run`) by incus-prune.
@@ -1156,6 +1164,7 @@ mod tests {
                 moved_aside: Some("web-aside".into()),
                 archived: vec!["a1".into()],
                 archives_deleted: vec!["a0".into()],
+                retries: 1,
                 dry_run: true,
             }),
             Push(PushRecord {
@@ -1171,6 +1180,7 @@ mod tests {
                 moved_aside: None,
                 archived: vec![],
                 archives_deleted: vec![],
+                retries: 0,
                 dry_run: false,
             }),
             Pruned(PrunedRecord {

@@ -60,8 +60,17 @@ fn assert_promoted(name: &str, file_content: &str) {
 /// A running instance with a NIC (p2p: no bridge needed on loopback), a file, a snapshot,
 /// replicated.
 fn replicated(prefix: &str) -> Instance {
+    replicated_with(prefix, None)
+}
+
+/// [`replicated`], with a profile of its own after `default` (copied to the standby).
+fn replicated_with(prefix: &str, profile: Option<&str>) -> Instance {
     let name = unique(prefix);
-    let c = Instance::builder("local", &name).stopped().build();
+    let mut builder = Instance::builder("local", &name).stopped();
+    if let Some(profile) = profile {
+        builder = builder.profile(profile);
+    }
+    let c = builder.build();
     incus_ok(&[
         "config",
         "device",
@@ -75,7 +84,10 @@ fn replicated(prefix: &str) -> Instance {
     c.start();
     c.exec("echo before > /root/data");
     c.snapshot("s1");
-    push(&name);
+    tool("incus-push")
+        .args(["--to", "standby", "--sync-profiles", &name])
+        .run()
+        .assert_success();
     c
 }
 
@@ -615,29 +627,9 @@ fn a_promotion_whose_start_fails_gives_the_service_back() {
     let _serial = serial();
     let profile = unique("fo-rb-prof");
     incus_ok(&["profile", "create", &profile]);
-    let name = unique("fo-rollback");
+    let c = replicated_with("fo-rollback", Some(&profile));
+    let name = c.name.clone();
     let standby = format!("standby:{name}");
-    let c = Instance::builder("local", &name)
-        .profile(&profile)
-        .stopped()
-        .build();
-    incus_ok(&[
-        "config",
-        "device",
-        "add",
-        &name,
-        "eth0",
-        "nic",
-        "nictype=p2p",
-        "-q",
-    ]);
-    c.start();
-    c.exec("echo before > /root/data");
-    c.snapshot("s1");
-    tool("incus-push")
-        .args(["--to", "standby", "--sync-profiles", &name])
-        .run()
-        .assert_success();
     let on_standby = format!("standby:{profile}");
     // Incus saves the profile and says the replica failed to take the device (exit 1): it
     // will not start with it.

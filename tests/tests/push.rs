@@ -570,3 +570,36 @@ fn replica_snapshots_do_not_take_their_sources_expiry() {
         "{on_replica:?}"
     );
 }
+
+/// A first copy that Incus fails for a reason known to be transient (a migration connection
+/// that drops under load) is made again in the same run, and the record counts it; a refresh
+/// that fails so is left to the next run (what it left is not known to be safe to redo).
+#[test]
+fn a_transient_copy_failure_is_retried_and_counted() {
+    let c = Instance::create("local", &unique("push-retry"));
+    c.snapshot("s1");
+    let flaky = |args: &[&str]| {
+        tool("incus-push")
+            .env("FAILPOINTS", "push::transfer-transient=1*return")
+            .args(["--to", "standby"])
+            .args(args)
+            .run()
+    };
+    let out = flaky(&[&c.name]);
+    out.assert_success();
+    let record = the_push_record(&out);
+    assert_eq!(record["status"], "copied", "{record}");
+    assert_eq!(record["retries"], 1, "{record}");
+    assert_eq!(snapshots_of(&format!("standby:{}", c.name), None), ["s1"]);
+    c.snapshot("s2");
+    let out = flaky(&[&c.name]);
+    out.assert_code(1);
+    assert!(
+        out.first_error().contains("Rsync send failed"),
+        "{}",
+        out.stderr
+    );
+    let record = the_push_record(&push(&[&c.name]));
+    assert_eq!(record["status"], "refreshed", "{record}");
+    assert_eq!(record.get("retries"), None, "{record}");
+}

@@ -289,14 +289,18 @@ impl Replicator<'_> {
             on_interrupt: None,
         };
         self.settle(target, name)?;
-        let result = transfer.run(self.options.mode, &wait);
+        let result = injected_transient().and_then(|()| transfer.run(self.options.mode, &wait));
         bar.finish_and_clear();
         self.bars.remove(&bar);
+        let first_copy = decision.start != Start::Refresh;
         result.map_err(|e| match e {
             crate::Error::Cancelled => Error::Interrupted {
                 standby: self.options.to.clone(),
                 instance: name.clone(),
             },
+            other if first_copy && super::error::transient_message(&other.message()) => {
+                Error::TransientCopy(Box::new(crate::error::StepFailed::new("", other, "")))
+            }
             other => Error::incus("", other),
         })
     }
@@ -370,6 +374,19 @@ impl Replicator<'_> {
             Error::incus("writing the replica's configuration", e)
         })
     }
+}
+
+/// A transfer that fails as Incus's do now and then under load (a test's failpoint,
+/// `push::transfer-transient`; `1*return` fails the first attempt only).
+fn injected_transient() -> crate::Result<()> {
+    fail::fail_point!("push::transfer-transient", |_| {
+        Err(crate::Error::Api {
+        remote: "standby".into(),
+        status: 500,
+        message: "Error transferring instance data: Rsync send failed: connection unexpectedly closed (injected)".into(),
+    })
+    });
+    Ok(())
 }
 
 /// The transfer the decision asks for, with these configuration overrides.

@@ -19,6 +19,9 @@ use super::observe::Observation;
 use super::options::Options;
 use super::plan::{self, DecideInput, Plan};
 
+/// How many times a first copy that failed for a transient reason is made again.
+pub const TRANSIENT_RETRIES: u32 = 2;
+
 /// `REMOTE:INSTANCE`, for messages.
 pub fn address(of: &InstanceRef) -> String {
     format!("{}:{}", of.remote, of.instance)
@@ -111,8 +114,33 @@ impl<'a> Replicator<'a> {
         self.standby.in_project(&observed.target_project)
     }
 
-    /// Replicates one instance: observe, decide, apply. The error says why, and what to do.
+    /// Replicates one instance. A first copy that Incus failed for a reason known to be
+    /// transient is made again, up to [`TRANSIENT_RETRIES`] times with a growing pause: what
+    /// the failed attempt left is an unfinished copy, which the next attempt deletes and
+    /// copies anew (as the next run would). The record counts the retries.
     pub fn replicate(&self, selected: &Selected) -> Result<PushRecord, Error> {
+        let mut retries = 0;
+        loop {
+            match self.replicate_once(selected) {
+                Ok(mut record) => {
+                    record.retries = retries;
+                    return Ok(record);
+                }
+                Err(e)
+                    if e.is_transient()
+                        && retries < TRANSIENT_RETRIES
+                        && !crate::interrupt::requested() =>
+                {
+                    retries += 1;
+                    std::thread::sleep(std::time::Duration::from_secs(2u64 << retries));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Replicates one instance: observe, decide, apply. The error says why, and what to do.
+    fn replicate_once(&self, selected: &Selected) -> Result<PushRecord, Error> {
         let started = Instant::now();
         let (observed, _lock) = match self.observe(selected)? {
             Observation::CurrentByListing { location } => {
@@ -191,6 +219,7 @@ impl<'a> Report<'a> {
             moved_aside: self.moved_aside,
             archived: self.archived,
             archives_deleted: self.archives_deleted,
+            retries: 0,
             dry_run: self.options.dry_run,
         }
     }

@@ -29,6 +29,10 @@ pub enum Error {
     /// Incus failed a step: what was being done, its error, and what that left.
     #[error(transparent)]
     Incus(Box<crate::error::StepFailed>),
+    /// A first copy that Incus failed for a reason known to be transient (its migration
+    /// connection dropped): what it left is an unfinished copy, safe to copy again.
+    #[error(transparent)]
+    TransientCopy(Box<crate::error::StepFailed>),
     /// A failure injected by a test's failpoint.
     #[error("{0}")]
     Injected(String),
@@ -43,6 +47,11 @@ impl Error {
     /// As [`Error::incus`], with what the failure left (`; …`).
     pub fn incus_left(doing: impl Into<String>, source: crate::Error, left: &str) -> Self {
         Error::Incus(Box::new(crate::error::StepFailed::new(doing, source, left)))
+    }
+
+    /// A failure worth one more attempt at once.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::TransientCopy(_))
     }
 
     /// True when the user interrupted the run.
@@ -61,6 +70,15 @@ impl From<crate::Error> for Error {
     fn from(source: crate::Error) -> Self {
         Error::incus("", source)
     }
+}
+
+/// What Incus says when a migration's connection drops under load (seen at `--jobs 4`, about
+/// one transfer in 300): nothing about the instance or the servers is wrong.
+const TRANSIENT: [&str; 2] = ["Rsync send failed", "connection unexpectedly closed"];
+
+/// True when Incus's message says the transfer's connection dropped.
+pub fn transient_message(message: &str) -> bool {
+    TRANSIENT.iter().any(|t| message.contains(t))
 }
 
 /// One line saying why the replica is left alone and how to go on.
