@@ -705,3 +705,39 @@ fn several_instances_are_promoted_in_one_run() {
     assert_promoted(&a.name, "newest-a");
     assert_promoted(&b.name, "newest-b");
 }
+
+/// A failback cut right after its final snapshot, whose standby copy is then started again
+/// and written to, does not reuse that snapshot when it resumes: what was written after it
+/// comes home too.
+#[test]
+fn a_resumed_failback_never_reuses_a_final_snapshot_the_copy_ran_after() {
+    let _serial = serial();
+    let c = replicated("fo-back-stale");
+    let name = c.name.clone();
+    let standby = format!("standby:{name}");
+    failover(&["promote", "--standby", "standby", &name]).assert_success();
+    let out = tool("incus-failover")
+        .env("FAILPOINTS", "failback::after-final-snapshot=return(abort)")
+        .args(["failback", "--standby", "standby", &name])
+        .run();
+    assert_eq!(out.code, 134, "not killed there: {out:?}");
+    // The operator brings the service back on the standby and it goes on writing.
+    incus_ok(&["start", &standby]);
+    incus_ok(&[
+        "exec",
+        &standby,
+        "--",
+        "sh",
+        "-c",
+        "echo after-the-cut > /root/data",
+    ]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = failover(&["failback", "--standby", "standby", &name]);
+    out.assert_success();
+    assert_eq!(status_of(&name), "RUNNING");
+    assert_eq!(status_of(&standby), "STOPPED");
+    assert_eq!(
+        incus_ok(&["exec", &name, "--", "cat", "/root/data"]),
+        "after-the-cut"
+    );
+}

@@ -74,8 +74,9 @@ impl Instance {
     /// True when it was started after `at` (a snapshot taken before no longer holds what
     /// it ran with since).
     pub fn ran_since(&self, at: DateTime<Utc>) -> bool {
-        self.last_used_at
-            .is_some_and(|used| used.timestamp() > at.timestamp())
+        // To the nanosecond: a copy started again within the second of the snapshot ran
+        // after it all the same.
+        self.last_used_at.is_some_and(|used| used > at)
     }
 
     /// The cluster member that holds the instance (`None` on a single server).
