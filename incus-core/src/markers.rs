@@ -429,11 +429,6 @@ impl ReplicaMarkers {
         patch.0.remove(key::SYNCED_AT);
         patch
     }
-
-    /// Finished: marked, and its last transfer completed.
-    pub fn is_finished(&self) -> bool {
-        self.source.is_some() && self.synced_at.is_some()
-    }
 }
 
 /// What the tools keep on a primary instance.
@@ -582,7 +577,6 @@ mod tests {
         assert_eq!(m.source_uuid.as_deref(), Some("u-1"));
         assert_eq!(m.restored.as_deref(), Some("snap2"));
         assert_eq!(m.synced_at, Some(at("2026-11-30T10:00:00Z")));
-        assert!(m.is_finished());
         assert_eq!(
             m.promoted,
             Some(Promoted {
