@@ -143,6 +143,37 @@ impl Transfer<'_> {
         })
     }
 
+    /// Runs the transfer and waits until the target has it all. Returns the cluster member
+    /// that received the instance (`None` on a single server).
+    pub fn run(&self, mode: Mode, wait: &WaitOptions) -> Result<Option<String>> {
+        run(self, mode, wait)
+    }
+}
+
+impl Endpoints for Transfer<'_> {
+    fn source(&self) -> &Client {
+        self.source
+    }
+
+    fn target(&self) -> &Client {
+        self.target
+    }
+
+    fn start_source(&self, target: Value) -> Result<Operation> {
+        started(
+            self.source,
+            Request::post(self.source_path(), self.source_request(target)),
+        )
+    }
+
+    fn start_target(&self, source: Map<String, Value>) -> Result<Operation> {
+        let mut request = Request::post("/instances", self.target_request(Value::Object(source)));
+        if let Some(placement) = self.placement {
+            request = request.query("target", placement);
+        }
+        started(self.target, request)
+    }
+
     fn migration_source(&self, mode: Mode) -> Map<String, Value> {
         let mut source = Map::new();
         source.insert("type".into(), json!("migration"));
@@ -158,210 +189,207 @@ impl Transfer<'_> {
         }
         source
     }
+}
 
-    /// Runs the transfer and waits until the target has it all. Returns the cluster member
-    /// that received the instance (`None` on a single server).
-    pub fn run(&self, mode: Mode, wait: &WaitOptions) -> Result<Option<String>> {
-        match mode {
-            Mode::Pull => self.pull(wait),
-            Mode::Push => self.push(wait),
-            Mode::Relay => self.relay(wait),
-        }
+/// What differs between migrating an instance and a custom volume: the servers, and the
+/// requests that start each end. The exchanges of the three modes are shared.
+pub trait Endpoints: Sync {
+    fn source(&self) -> &Client;
+    fn target(&self) -> &Client;
+    /// The source's migration request, with `target` (push mode) or `null`.
+    fn start_source(&self, target: Value) -> Result<Operation>;
+    /// The target's creation request, with this migration source object.
+    fn start_target(&self, source: Map<String, Value>) -> Result<Operation>;
+    /// The migration source object for the target's request, in `mode`.
+    fn migration_source(&self, mode: Mode) -> Map<String, Value>;
+}
+
+/// Runs a migration in `mode` and waits until the target has it all. Returns the cluster
+/// member that received it (`None` on a single server).
+pub fn run(m: &dyn Endpoints, mode: Mode, wait: &WaitOptions) -> Result<Option<String>> {
+    match mode {
+        Mode::Pull => pull(m, wait),
+        Mode::Push => push(m, wait),
+        Mode::Relay => relay(m, wait),
     }
+}
 
-    fn start_source(&self, target: Value) -> Result<Operation> {
-        match self.source.send(&Request::post(
-            self.source_path(),
-            self.source_request(target),
-        ))? {
-            Reply::Async(op) => Ok(*op),
-            Reply::Sync { .. } => Err(Error::protocol(
-                self.source.remote(),
-                "the migration source answered without an operation",
-            )),
-        }
+/// The operation a request started.
+pub(crate) fn started(client: &Client, request: Request) -> Result<Operation> {
+    match client.send(&request)? {
+        Reply::Async(op) => Ok(*op),
+        Reply::Sync { .. } => Err(Error::protocol(
+            client.remote(),
+            "the migration answered without an operation",
+        )),
     }
+}
 
-    fn start_target(&self, source: Map<String, Value>) -> Result<Operation> {
-        let mut request = Request::post("/instances", self.target_request(Value::Object(source)));
-        if let Some(placement) = self.placement {
-            request = request.query("target", placement);
-        }
-        match self.target.send(&request)? {
-            Reply::Async(op) => Ok(*op),
-            Reply::Sync { .. } => Err(Error::protocol(
-                self.target.remote(),
-                "the migration target answered without an operation",
-            )),
-        }
+fn cancel(client: &Client, op: &Operation) {
+    let _ = client.send(&Request::delete(format!("/operations/{}", escape(&op.id))));
+}
+
+fn secrets(op: &Operation, remote: &str) -> Result<Map<String, Value>> {
+    match op.metadata.as_object() {
+        Some(m) if m.contains_key("control") => Ok(m
+            .iter()
+            .filter(|(_, v)| v.is_string())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()),
+        _ => Err(Error::protocol(
+            remote,
+            "the migration operation carries no websocket secrets",
+        )),
     }
+}
 
-    fn cancel(client: &Client, op: &Operation) {
-        let _ = client.send(&Request::delete(format!("/operations/{}", escape(&op.id))));
+fn pull(m: &dyn Endpoints, wait: &WaitOptions) -> Result<Option<String>> {
+    let urls = m.source().network_urls()?;
+    if urls.is_empty() {
+        return Err(not_listening(m.source(), m.target(), Mode::Pull));
     }
-
-    fn secrets(op: &Operation, remote: &str) -> Result<Map<String, Value>> {
-        match op.metadata.as_object() {
-            Some(m) if m.contains_key("control") => Ok(m
-                .iter()
-                .filter(|(_, v)| v.is_string())
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()),
-            _ => Err(Error::protocol(
-                remote,
-                "the migration operation carries no websocket secrets",
-            )),
-        }
-    }
-
-    fn pull(&self, wait: &WaitOptions) -> Result<Option<String>> {
-        let urls = self.source.network_urls()?;
-        if urls.is_empty() {
-            return Err(not_listening(self.source, self.target, Mode::Pull));
-        }
-        let certificate = self.source.certificate_pem()?;
-        let source_op = self.start_source(Value::Null)?;
-        let secrets = Self::secrets(&source_op, self.source.remote())?;
-        let mut last_error = None;
-        for url in &urls {
-            let mut source = self.migration_source(Mode::Pull);
-            source.insert(
-                "operation".into(),
-                json!(format!("{url}/1.0/operations/{}", escape(&source_op.id))),
-            );
-            source.insert("certificate".into(), json!(certificate));
-            source.insert("secrets".into(), Value::Object(secrets.clone()));
-            let target_op = match self.start_target(source) {
-                Ok(op) => op,
-                Err(e) => {
-                    last_error = Some(e);
-                    continue;
-                }
-            };
-            let cancel_source = || Self::cancel(self.source, &source_op);
-            let options = WaitOptions {
-                limit: wait.limit,
-                progress: wait.progress,
-                on_interrupt: Some(&cancel_source),
-            };
-            match self.target.wait(&target_op, &options) {
-                Ok(done) => return Ok(received_on(&done)),
-                Err(e) if e.message().contains("Unable to connect to") => {
-                    last_error = Some(e);
-                    continue;
-                }
-                Err(e) => {
-                    Self::cancel(self.source, &source_op);
-                    return Err(e);
-                }
-            }
-        }
-        Self::cancel(self.source, &source_op);
-        match last_error {
-            Some(e) if e.message().contains("Unable to connect to") => Err(Error::Api {
-                remote: self.target.remote().to_string(),
-                status: 400,
-                message: format!(
-                    "{}; the standby cannot reach {} at {}: use --mode push or --mode relay",
-                    e.message(),
-                    self.source.remote(),
-                    urls.join(", ")
-                ),
-            }),
-            Some(e) => Err(e),
-            None => Err(not_listening(self.source, self.target, Mode::Pull)),
-        }
-    }
-
-    fn push(&self, wait: &WaitOptions) -> Result<Option<String>> {
-        let urls = self.target.network_urls()?;
-        if urls.is_empty() {
-            return Err(not_listening(self.target, self.source, Mode::Push));
-        }
-        let certificate = self.target.certificate_pem()?;
-        let target_op = self.start_target(self.migration_source(Mode::Push))?;
-        let secrets = Self::secrets(&target_op, self.target.remote())?;
-        let mut last_error = None;
-        for url in &urls {
-            let target = json!({
-                "certificate": certificate,
-                "operation": format!("{url}/1.0/operations/{}", escape(&target_op.id)),
-                "secrets": secrets,
-            });
-            let source_op = match self.start_source(target) {
-                Ok(op) => op,
-                Err(e) => {
-                    last_error = Some(e);
-                    continue;
-                }
-            };
-            let source_result = self.source.wait(&source_op, wait);
-            // The target finishes its database work after the source: its result decides.
-            let target_result = self.target.wait(&target_op, wait);
-            if crate::interrupt::requested() && target_result.is_err() {
-                return Err(Error::Cancelled);
-            }
-            return match (source_result, target_result) {
-                (_, Ok(done)) => Ok(received_on(&done)),
-                (Err(e), Err(_)) => Err(e),
-                (Ok(_), Err(e)) => Err(e),
-            };
-        }
-        Self::cancel(self.target, &target_op);
-        Err(last_error.unwrap_or_else(|| not_listening(self.target, self.source, Mode::Push)))
-    }
-
-    fn relay(&self, wait: &WaitOptions) -> Result<Option<String>> {
-        let source_op = self.start_source(Value::Null)?;
-        let source_secrets = Self::secrets(&source_op, self.source.remote())?;
-        let target_op = match self.start_target(self.migration_source(Mode::Relay)) {
+    let certificate = m.source().certificate_pem()?;
+    let source_op = m.start_source(Value::Null)?;
+    let secrets = secrets(&source_op, m.source().remote())?;
+    let mut last_error = None;
+    for url in &urls {
+        let mut source = m.migration_source(Mode::Pull);
+        source.insert(
+            "operation".into(),
+            json!(format!("{url}/1.0/operations/{}", escape(&source_op.id))),
+        );
+        source.insert("certificate".into(), json!(certificate));
+        source.insert("secrets".into(), Value::Object(secrets.clone()));
+        let target_op = match m.start_target(source) {
             Ok(op) => op,
             Err(e) => {
-                Self::cancel(self.source, &source_op);
-                return Err(e);
+                last_error = Some(e);
+                continue;
             }
         };
-        let target_secrets = Self::secrets(&target_op, self.target.remote())?;
-        let mut pairs = Vec::new();
-        let mut names: Vec<&String> = target_secrets.keys().collect();
-        names.sort_by_key(|n| n.as_str() != "control");
-        for name in names {
-            let (Some(Value::String(src)), Some(Value::String(tgt))) =
-                (source_secrets.get(name), target_secrets.get(name))
-            else {
-                Self::cancel(self.source, &source_op);
-                Self::cancel(self.target, &target_op);
-                return Err(Error::protocol(
-                    self.source.remote(),
-                    format!("the source offers no \"{name}\" stream for the relay"),
-                ));
-            };
-            pairs.push(crate::relay::Pair {
-                name: name.clone(),
-                source: crate::relay::End::new(self.source, &source_op.id, src),
-                target: crate::relay::End::new(self.target, &target_op.id, tgt),
-            });
-        }
-        let relay = crate::relay::start(pairs);
-        let cancel_source = || Self::cancel(self.source, &source_op);
+        let cancel_source = || cancel(m.source(), &source_op);
         let options = WaitOptions {
             limit: wait.limit,
             progress: wait.progress,
             on_interrupt: Some(&cancel_source),
         };
-        let result = self.target.wait(&target_op, &options);
-        let relay_result = relay.finish();
-        match (result, relay_result) {
-            (Ok(done), _) => Ok(received_on(&done)),
-            (Err(e), Err(relay_error)) if !e.message().contains(&relay_error.to_string()) => {
-                Err(Error::Api {
-                    remote: self.target.remote().to_string(),
-                    status: e.status().unwrap_or(400),
-                    message: format!("{} (relay: {relay_error})", e.message()),
-                })
+        match m.target().wait(&target_op, &options) {
+            Ok(done) => return Ok(received_on(&done)),
+            Err(e) if e.message().contains("Unable to connect to") => {
+                last_error = Some(e);
+                continue;
             }
-            (Err(e), _) => Err(e),
+            Err(e) => {
+                cancel(m.source(), &source_op);
+                return Err(e);
+            }
         }
+    }
+    cancel(m.source(), &source_op);
+    match last_error {
+        Some(e) if e.message().contains("Unable to connect to") => Err(Error::Api {
+            remote: m.target().remote().to_string(),
+            status: 400,
+            message: format!(
+                "{}; the standby cannot reach {} at {}: use --mode push or --mode relay",
+                e.message(),
+                m.source().remote(),
+                urls.join(", ")
+            ),
+        }),
+        Some(e) => Err(e),
+        None => Err(not_listening(m.source(), m.target(), Mode::Pull)),
+    }
+}
+
+fn push(m: &dyn Endpoints, wait: &WaitOptions) -> Result<Option<String>> {
+    let urls = m.target().network_urls()?;
+    if urls.is_empty() {
+        return Err(not_listening(m.target(), m.source(), Mode::Push));
+    }
+    let certificate = m.target().certificate_pem()?;
+    let target_op = m.start_target(m.migration_source(Mode::Push))?;
+    let secrets = secrets(&target_op, m.target().remote())?;
+    let mut last_error = None;
+    for url in &urls {
+        let target = json!({
+            "certificate": certificate,
+            "operation": format!("{url}/1.0/operations/{}", escape(&target_op.id)),
+            "secrets": secrets,
+        });
+        let source_op = match m.start_source(target) {
+            Ok(op) => op,
+            Err(e) => {
+                last_error = Some(e);
+                continue;
+            }
+        };
+        let source_result = m.source().wait(&source_op, wait);
+        // The target finishes its database work after the source: its result decides.
+        let target_result = m.target().wait(&target_op, wait);
+        if crate::interrupt::requested() && target_result.is_err() {
+            return Err(Error::Cancelled);
+        }
+        return match (source_result, target_result) {
+            (_, Ok(done)) => Ok(received_on(&done)),
+            (Err(e), Err(_)) => Err(e),
+            (Ok(_), Err(e)) => Err(e),
+        };
+    }
+    cancel(m.target(), &target_op);
+    Err(last_error.unwrap_or_else(|| not_listening(m.target(), m.source(), Mode::Push)))
+}
+
+fn relay(m: &dyn Endpoints, wait: &WaitOptions) -> Result<Option<String>> {
+    let source_op = m.start_source(Value::Null)?;
+    let source_secrets = secrets(&source_op, m.source().remote())?;
+    let target_op = match m.start_target(m.migration_source(Mode::Relay)) {
+        Ok(op) => op,
+        Err(e) => {
+            cancel(m.source(), &source_op);
+            return Err(e);
+        }
+    };
+    let target_secrets = secrets(&target_op, m.target().remote())?;
+    let mut pairs = Vec::new();
+    let mut names: Vec<&String> = target_secrets.keys().collect();
+    names.sort_by_key(|n| n.as_str() != "control");
+    for name in names {
+        let (Some(Value::String(src)), Some(Value::String(tgt))) =
+            (source_secrets.get(name), target_secrets.get(name))
+        else {
+            cancel(m.source(), &source_op);
+            cancel(m.target(), &target_op);
+            return Err(Error::protocol(
+                m.source().remote(),
+                format!("the source offers no \"{name}\" stream for the relay"),
+            ));
+        };
+        pairs.push(crate::relay::Pair {
+            name: name.clone(),
+            source: crate::relay::End::new(m.source(), &source_op.id, src),
+            target: crate::relay::End::new(m.target(), &target_op.id, tgt),
+        });
+    }
+    let relay = crate::relay::start(pairs);
+    let cancel_source = || cancel(m.source(), &source_op);
+    let options = WaitOptions {
+        limit: wait.limit,
+        progress: wait.progress,
+        on_interrupt: Some(&cancel_source),
+    };
+    let result = m.target().wait(&target_op, &options);
+    let relay_result = relay.finish();
+    match (result, relay_result) {
+        (Ok(done), _) => Ok(received_on(&done)),
+        (Err(e), Err(relay_error)) if !e.message().contains(&relay_error.to_string()) => {
+            Err(Error::Api {
+                remote: m.target().remote().to_string(),
+                status: e.status().unwrap_or(400),
+                message: format!("{} (relay: {relay_error})", e.message()),
+            })
+        }
+        (Err(e), _) => Err(e),
     }
 }
 

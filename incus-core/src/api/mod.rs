@@ -13,6 +13,7 @@ pub mod profiles;
 pub mod projects;
 pub mod server;
 pub mod snapshots;
+pub mod volumes;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer};

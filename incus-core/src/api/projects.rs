@@ -55,6 +55,14 @@ pub fn pool_driver(client: &Client, pool: &str) -> Result<String> {
 pub type SnapshotsByInstance =
     std::collections::BTreeMap<String, Vec<(String, chrono::DateTime<chrono::Utc>)>>;
 
+/// What the storage pools of a project list: instance snapshots, and custom volumes with
+/// their snapshots and configuration.
+#[derive(Debug, Default)]
+pub struct PoolListing {
+    pub instances: SnapshotsByInstance,
+    pub volumes: super::volumes::Listing,
+}
+
 #[derive(Deserialize)]
 struct Volume {
     #[serde(default)]
@@ -63,18 +71,19 @@ struct Volume {
     kind: String,
     #[serde(default)]
     created_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, deserialize_with = "super::nullable")]
+    config: BTreeMap<String, String>,
 }
 
-/// Every instance snapshot of the client's project as the storage pools list them:
-/// instance name -> (snapshot name, creation time), from one call per pool
-/// (`GET /1.0/storage-pools/POOL/volumes?recursion=1` lists instance volumes and their
-/// snapshots, `NAME/SNAPSHOT`). Far cheaper than a snapshot list per instance, and than
-/// `instances?recursion=2`, which gathers the state of every running instance. The times are
-/// the volumes' (they equal the snapshots' to the second); callers use this only to see that
-/// nothing changed, and read the authoritative list before acting.
-pub fn snapshots_by_instance(client: &Client) -> Result<SnapshotsByInstance> {
+/// Every instance snapshot and custom volume of the client's project as the storage pools
+/// list them, from one call per pool (`GET /1.0/storage-pools/POOL/volumes?recursion=1`
+/// lists volumes and their snapshots, `NAME/SNAPSHOT`). Far cheaper than a snapshot list per
+/// instance, and than `instances?recursion=2`, which gathers the state of every running
+/// instance. The times are the volumes' (they equal the snapshots' to the second); callers
+/// use this only to see that nothing changed, and read the authoritative list before acting.
+pub fn pool_listing(client: &Client) -> Result<PoolListing> {
     let pools: Vec<String> = client.get("/storage-pools")?;
-    let mut all = SnapshotsByInstance::new();
+    let mut all = PoolListing::default();
     for pool in pools {
         let pool = super::last_segment(&pool);
         let volumes: Vec<Volume> = client
@@ -84,30 +93,43 @@ pub fn snapshots_by_instance(client: &Client) -> Result<SnapshotsByInstance> {
             )?
             .0;
         for volume in volumes {
-            if !matches!(volume.kind.as_str(), "container" | "virtual-machine") {
-                continue;
-            }
-            match volume.name.split_once('/') {
-                Some((instance, snapshot)) => {
-                    if let Some(at) = volume.created_at {
-                        all.entry(instance.to_string())
-                            .or_default()
-                            .push((snapshot.to_string(), at));
+            let (owner, snapshot) = match volume.name.split_once('/') {
+                Some((owner, snapshot)) => (owner.to_string(), Some(snapshot.to_string())),
+                None => (volume.name.clone(), None),
+            };
+            let snapshots = match volume.kind.as_str() {
+                "container" | "virtual-machine" => all.instances.entry(owner).or_default(),
+                "custom" => {
+                    let listed = all
+                        .volumes
+                        .entry(super::volumes::VolumeRef::new(&pool, &owner))
+                        .or_default();
+                    if snapshot.is_none() {
+                        listed.config = volume.config;
                     }
+                    &mut listed.snapshots
                 }
-                None => {
-                    all.entry(volume.name).or_default();
-                }
+                _ => continue,
+            };
+            if let (Some(snapshot), Some(at)) = (snapshot, volume.created_at) {
+                snapshots.push((snapshot, at));
             }
         }
     }
-    for list in all.values_mut() {
-        list.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    let by_time = |a: &(String, chrono::DateTime<chrono::Utc>),
+                   b: &(String, chrono::DateTime<chrono::Utc>)| {
+        a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0))
+    };
+    for list in all.instances.values_mut() {
+        list.sort_by(by_time);
+    }
+    for listed in all.volumes.values_mut() {
+        listed.snapshots.sort_by(by_time);
     }
     Ok(all)
 }
 
-/// The listings of [`snapshots_by_instance`], read at most once per remote and project and
+/// The listings of [`pool_listing`], read at most once per remote and project and
 /// shared between threads: what a run needs to compare snapshot lists, in a constant number
 /// of requests whatever the number of instances.
 #[derive(Default)]
@@ -116,7 +138,7 @@ pub struct PooledSnapshots {
     cache: Mutex<BTreeMap<(String, String), Listing>>,
 }
 
-type Listing = Option<Arc<SnapshotsByInstance>>;
+type Listing = Option<Arc<PoolListing>>;
 
 impl PooledSnapshots {
     /// One instance's snapshots (name, creation time), oldest first, as its project's storage
@@ -129,19 +151,31 @@ impl PooledSnapshots {
         client: &Client,
         instance: &str,
     ) -> Option<Vec<(String, chrono::DateTime<chrono::Utc>)>> {
-        let key = (client.remote().to_string(), client.project().to_string());
-        let listing = {
-            let mut cache = self.cache.lock().ok()?;
-            cache
-                .entry(key)
-                .or_insert_with(|| {
-                    snapshots_by_instance(client)
-                        .ok()
-                        .filter(|listing| listing.values().any(|list| !list.is_empty()))
-                        .map(Arc::new)
-                })
-                .clone()?
-        };
-        listing.get(instance).cloned()
+        self.listing(client)?.instances.get(instance).cloned()
     }
+
+    /// One custom volume as the pools list it, `None` when the listing is not known or lacks
+    /// it.
+    pub fn volume(
+        &self,
+        client: &Client,
+        volume: &super::volumes::VolumeRef,
+    ) -> Option<super::volumes::ListedVolume> {
+        self.listing(client)?.volumes.get(volume).cloned()
+    }
+
+    fn listing(&self, client: &Client) -> Option<Arc<PoolListing>> {
+        let key = (client.remote().to_string(), client.project().to_string());
+        let mut cache = self.cache.lock().ok()?;
+        cache
+            .entry(key)
+            .or_insert_with(|| {
+                pool_listing(client)
+                    .ok()
+                    .filter(|listing| listing.instances.values().any(|list| !list.is_empty()))
+                    .map(Arc::new)
+            })
+            .clone()
+    }
+}
 }
