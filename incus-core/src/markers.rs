@@ -344,6 +344,61 @@ pub fn is_inert_key(key: &str) -> bool {
     matches!(key, AUTOSTART | SCHEDULE | SCHEDULE_STOPPED)
 }
 
+/// Which custom volume a replica volume copies: `FP12/PROJECT/volume/POOL/NAME`.
+pub fn volume_source(fingerprint: &str, project: &str, pool: &str, name: &str) -> SourceId {
+    let short = fingerprint.get(..12).unwrap_or(fingerprint);
+    SourceId(format!("{short}/{project}/volume/{pool}/{name}"))
+}
+
+/// The volume keys a replica volume must not carry: its own schedule would take snapshots
+/// of the standby's copy, its own expiry would delete them.
+pub fn is_volume_schedule_key(key: &str) -> bool {
+    matches!(key, "snapshots.schedule" | "snapshots.expiry")
+}
+
+/// What the tools keep on a replica custom volume.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VolumeMarkers {
+    pub source: Option<SourceId>,
+    /// The snapshot the volume was last restored to (the one matching its instance's).
+    pub restored: Option<String>,
+    /// When its last transfer completed; a marked volume without it is an unfinished copy.
+    pub synced_at: Option<DateTime<Utc>>,
+}
+
+impl VolumeMarkers {
+    pub fn from_config(config: &BTreeMap<String, String>) -> Self {
+        let get = |key: &str| config.get(key).filter(|v| !v.is_empty());
+        VolumeMarkers {
+            source: get(key::SOURCE).map(|s| SourceId::from_marker(s)),
+            restored: get(key::RESTORED).cloned(),
+            synced_at: get(key::SYNCED_AT)
+                .map(|t| parse_time(t).unwrap_or(DateTime::<Utc>::UNIX_EPOCH)),
+        }
+    }
+
+    /// The replica volume's configuration: the source's, without its schedule and expiry
+    /// and volatile keys, with these markers.
+    pub fn replica_config(&self, source: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut config: BTreeMap<String, String> = source
+            .iter()
+            .filter(|(k, _)| !is_volume_schedule_key(k) && !k.starts_with("volatile."))
+            .filter(|(k, _)| !k.starts_with("user.incus-standby."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(source) = &self.source {
+            config.insert(key::SOURCE.to_string(), source.to_string());
+        }
+        if let Some(restored) = &self.restored {
+            config.insert(key::RESTORED.to_string(), restored.clone());
+        }
+        if let Some(at) = self.synced_at {
+            config.insert(key::SYNCED_AT.to_string(), timestamp(at));
+        }
+        config
+    }
+}
+
 /// What the tools keep on a replica (and on an archive point or a moved-aside copy).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ReplicaMarkers {

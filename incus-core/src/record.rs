@@ -80,6 +80,24 @@ pub struct ScheduleRecord {
     pub stopped: bool,
 }
 
+/// One custom volume of a `push` record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub pool: String,
+    pub volume: String,
+    /// `copied`, `refreshed`, `up-to-date`, or `shared` (replicated with another instance
+    /// of the run, `shared_with`).
+    pub status: String,
+    /// The snapshots sent.
+    #[serde(default)]
+    pub snapshots: Vec<String>,
+    /// The snapshot the replica volume was restored to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_with: Option<String>,
+}
+
 /// `push`: an instance was replicated (or found current) by incus-push.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PushRecord {
@@ -112,6 +130,9 @@ pub struct PushRecord {
     /// again (absent: none).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub retries: u32,
+    /// The custom volumes the instance attaches (absent: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeRecord>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
 }
@@ -1165,6 +1186,7 @@ mod tests {
                 archived: vec!["a1".into()],
                 archives_deleted: vec!["a0".into()],
                 retries: 1,
+                volumes: Vec::new(),
                 dry_run: true,
             }),
             Push(PushRecord {
@@ -1181,6 +1203,7 @@ mod tests {
                 archived: vec![],
                 archives_deleted: vec![],
                 retries: 0,
+                volumes: Vec::new(),
                 dry_run: false,
             }),
             Pruned(PrunedRecord {

@@ -45,6 +45,15 @@ struct Pool {
     driver: String,
 }
 
+/// Whether the server has a storage pool of that name.
+pub fn pool_exists(client: &Client, pool: &str) -> Result<bool> {
+    match client.get::<Pool>(&format!("/storage-pools/{}", escape(pool))) {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// The driver of a storage pool (`dir`, `btrfs`, `zfs`, `lvm`, …).
 pub fn pool_driver(client: &Client, pool: &str) -> Result<String> {
     let pool: Pool = client.get(&format!("/storage-pools/{}", escape(pool)))?;
@@ -164,7 +173,8 @@ impl PooledSnapshots {
         self.listing(client)?.volumes.get(volume).cloned()
     }
 
-    fn listing(&self, client: &Client) -> Option<Arc<PoolListing>> {
+    /// The whole listing of the client's remote and project (`None`: not known).
+    pub fn listing(&self, client: &Client) -> Option<Arc<PoolListing>> {
         let key = (client.remote().to_string(), client.project().to_string());
         let mut cache = self.cache.lock().ok()?;
         cache

@@ -300,7 +300,10 @@ impl Endpoints for VolumeTransfer<'_> {
             "source": Value::Object(source),
         });
         let mut request = Request::post(
-            format!("/storage-pools/{}/volumes/custom", escape(&self.volume.pool)),
+            format!(
+                "/storage-pools/{}/volumes/custom",
+                escape(&self.volume.pool)
+            ),
             body,
         );
         if let Some(member) = self.placement {

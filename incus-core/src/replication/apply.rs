@@ -39,11 +39,28 @@ impl Replicator<'_> {
         started: Instant,
     ) -> Result<PushRecord, Error> {
         let mut report = Report::new(selected, self.options, started);
+        report.volumes = decision.volumes.iter().map(|v| v.record()).collect();
+        let volumes_to_send = decision.volumes.iter().any(|v| v.needs_work());
         if decision.plan == Plan::UpToDate {
-            self.update_markers(observed, &decision)?;
-            if !self.options.dry_run {
-                self.clear_expiry(observed, &selected.of.instance, &decision.clear_expiry)?;
+            if self.options.dry_run {
+                return Ok(report.record(&decision.plan, decision.replica_location));
             }
+            let lease = if volumes_to_send {
+                let lease = self.take_lease(observed)?;
+                self.send_volumes(selected, observed, &decision)?;
+                interrupt::without_interruption(|| {
+                    self.finish_volumes(
+                        &self.target(observed),
+                        &observed.volumes,
+                        &decision.volumes,
+                    )
+                })?;
+                lease
+            } else {
+                None
+            };
+            self.update_markers(observed, &decision, lease)?;
+            self.clear_expiry(observed, &selected.of.instance, &decision.clear_expiry)?;
             return Ok(report.record(&decision.plan, decision.replica_location));
         }
         if let Start::MoveAside { aside, .. } = &decision.start {
@@ -69,10 +86,13 @@ impl Replicator<'_> {
         self.copy_profiles(selected, observed, &decision.copy_profiles)?;
         report.archived = self.make_archives(observed, &decision)?;
         self.clear_the_way(observed, &decision.start)?;
+        self.send_volumes(selected, observed, &decision)?;
         let received_on = self.transfer(selected, observed, &decision, lease.as_ref())?;
         fail::fail_point!("push::after-transfer", super::error::injected);
         self.clear_expiry(observed, &selected.of.instance, &decision.clear_expiry)?;
         interrupt::without_interruption(|| {
+            let target = self.target(observed);
+            self.finish_volumes(&target, &observed.volumes, &decision.volumes)?;
             self.finish(selected, observed, &decision, lease.as_mut())
         })?;
         if let Some(archive) = &decision.archive {
@@ -83,15 +103,24 @@ impl Replicator<'_> {
     }
 
     /// A current replica: only markers it lacks are written, under its lease, which the same
-    /// write releases; none at all costs no write.
-    fn update_markers(&self, observed: &Observed, decision: &Decision) -> Result<(), Error> {
+    /// write releases; none at all costs no write. `held`: the lease taken for its volumes,
+    /// released by this write.
+    fn update_markers(
+        &self,
+        observed: &Observed,
+        decision: &Decision,
+        held: Option<LeaseGuard>,
+    ) -> Result<(), Error> {
         let Some(replica) = &observed.replica else {
             return Ok(());
         };
-        if decision.marker_updates.0.is_empty() || self.options.dry_run {
+        if decision.marker_updates.0.is_empty() && held.is_none() {
             return Ok(());
         }
-        let mut lease = self.take_lease(observed)?;
+        let mut lease = match held {
+            Some(lease) => Some(lease),
+            None => self.take_lease(observed)?,
+        };
         let mut changes = decision.marker_updates.clone();
         if let Some(lease) = &lease {
             changes.merge(lease_patch(lease.value_after_write()));

@@ -48,6 +48,9 @@ pub struct Replicator<'a> {
     pub(super) operations: Mutex<BTreeMap<String, Vec<crate::client::Operation>>>,
     /// The pool of each profile's root disk per (remote, project, profile), read once.
     pub(super) profile_pools: Mutex<BTreeMap<(String, String, String), Option<String>>>,
+    /// The custom volumes claimed in this run, per (standby project, volume): the instance
+    /// that replicates a shared volume (the first to reach it).
+    pub(super) volumes_claimed: Mutex<BTreeMap<(String, crate::api::volumes::VolumeRef), String>>,
     /// Progress bars on a terminal (hidden otherwise): one per transfer under way, and the
     /// total a caller may add ([`Replicator::total_bar`]).
     pub(super) bars: indicatif::MultiProgress,
@@ -96,6 +99,7 @@ impl<'a> Replicator<'a> {
             operations: Mutex::new(BTreeMap::new()),
             replicas: Mutex::new(BTreeMap::new()),
             pooled: Default::default(),
+            volumes_claimed: Mutex::new(BTreeMap::new()),
             bars: if std::io::stderr().is_terminal() {
                 indicatif::MultiProgress::new()
             } else {
@@ -186,6 +190,7 @@ pub(super) struct Report<'a> {
     pub moved_aside: Option<String>,
     pub archived: Vec<String>,
     pub archives_deleted: Vec<String>,
+    pub volumes: Vec<crate::record::VolumeRecord>,
 }
 
 impl<'a> Report<'a> {
@@ -197,6 +202,7 @@ impl<'a> Report<'a> {
             moved_aside: None,
             archived: Vec::new(),
             archives_deleted: Vec::new(),
+            volumes: Vec::new(),
         }
     }
 
@@ -220,6 +226,7 @@ impl<'a> Report<'a> {
             archived: self.archived,
             archives_deleted: self.archives_deleted,
             retries: 0,
+            volumes: self.volumes,
             dry_run: self.options.dry_run,
         }
     }

@@ -46,6 +46,8 @@ pub struct Observed {
     /// devices): the source's own root disk, else its profiles' (the standby's copy of each,
     /// the source's for one the standby lacks). Read only where something will be sent.
     pub restore_pool: Option<String>,
+    /// The custom volumes the source attaches, both sides.
+    pub volumes: Vec<super::volumes::VolumeSide>,
 }
 
 /// The replica as read.
@@ -90,9 +92,14 @@ impl Replicator<'_> {
         let instance = &selected.instance;
         let source_uuid = markers::instance_uuid(&instance.config).cloned();
         let settings = SourceSettings::of_source(&instance.config);
-        if let Some(location) =
-            self.current_by_listing(source, &target, name, &source_id, &source_uuid, &settings)
-        {
+        if let Some(location) = self.current_by_listing(
+            source,
+            &target,
+            instance,
+            &source_id,
+            &source_uuid,
+            &settings,
+        ) {
             return Ok(Observation::CurrentByListing { location });
         }
         let source_snapshots = snapshots::list(source, name)?;
@@ -126,7 +133,15 @@ impl Replicator<'_> {
             archives: None,
             standby_profiles: BTreeSet::new(),
             restore_pool: None,
+            volumes: Vec::new(),
         };
+        observed.volumes = self.observe_volumes(
+            source,
+            &target,
+            name,
+            &crate::api::volumes::attached(&instance.expanded_devices),
+            &source_fingerprint,
+        )?;
         // What a transfer needs to be decided, read unless the replica is plainly current.
         if !observed.plainly_current(options.live()) {
             self.read_for_transfer(&mut observed, &target, source, instance)?;
@@ -141,11 +156,12 @@ impl Replicator<'_> {
         &self,
         source: &Client,
         target: &Client,
-        name: &str,
+        instance: &Instance,
         source_id: &SourceId,
         source_uuid: &Option<String>,
         settings: &SourceSettings,
     ) -> Option<Option<String>> {
+        let name = instance.name.as_str();
         if !self.options.listings_once() {
             return None;
         }
@@ -168,7 +184,29 @@ impl Replicator<'_> {
             found.restored.as_deref(),
             self.options.live(),
         );
-        (quick == Plan::UpToDate).then(|| listed.member().map(str::to_string))
+        if quick != Plan::UpToDate {
+            return None;
+        }
+        let attached = crate::api::volumes::attached(&instance.expanded_devices);
+        if !attached.is_empty() {
+            let source_listing = self.pooled.listing(source)?;
+            let standby_listing = self.pooled.listing(target)?;
+            let point = source_pooled
+                .last()
+                .map(|s| (s.name.as_str(), s.created_at));
+            let fingerprint = source_id.as_str().split('/').next().unwrap_or_default();
+            let current = super::volumes::current_by_listing(
+                &source_listing.volumes,
+                &standby_listing.volumes,
+                &attached,
+                |v| markers::volume_source(fingerprint, source.project(), &v.pool, &v.name),
+                point,
+            );
+            if !current {
+                return None;
+            }
+        }
+        Some(listed.member().map(str::to_string))
     }
 
     fn read_replica(&self, target: &Client, name: &str) -> Result<Option<ReplicaSide>, Error> {

@@ -423,6 +423,8 @@ pub struct Decision {
     /// `expires_at`): the standby's own retention decides instead, so their expiry is
     /// removed.
     pub clear_expiry: Vec<String>,
+    /// The custom volumes the instance attaches.
+    pub volumes: Vec<super::volumes::VolumeDecision>,
 }
 
 /// What [`decide`] is given besides what was observed.
@@ -472,6 +474,19 @@ pub fn decide(
     use crate::markers::{ConfigPatch, ReplicaMarkers};
     let options = input.options;
     let (start, ours) = judge_replica(observed, input)?;
+    let point = if options.live() {
+        None
+    } else {
+        observed
+            .source_ids
+            .last()
+            .map(|s| (s.name.as_str(), s.created_at))
+    };
+    let volumes = observed
+        .volumes
+        .iter()
+        .map(|side| super::volumes::decide(side, point, &options.to, input.now))
+        .collect::<Result<Vec<_>, _>>()?;
     let plan = plan(
         &observed.source_ids,
         ours.map(|r| r.ids.as_slice()),
@@ -501,6 +516,7 @@ pub fn decide(
         marker_updates: ConfigPatch::default(),
         replica_location,
         clear_expiry: Vec::new(),
+        volumes,
     };
     if options.replicas_never_expire() {
         decision.clear_expiry = expiring(observed, ours, &decision.plan);
@@ -990,6 +1006,7 @@ mod tests {
                 archives: None,
                 standby_profiles: BTreeSet::from(["default".to_string()]),
                 restore_pool: None,
+                volumes: Vec::new(),
             }
         }
 
