@@ -110,8 +110,7 @@ pub fn matching_point(
     }
     snapshots
         .iter()
-        .filter(|s| s.created_at <= at)
-        .next_back()
+        .rfind(|s| s.created_at <= at)
         .map(|s| s.name.clone())
 }
 
@@ -436,7 +435,9 @@ mod tests {
             .collect()
     }
 
-    fn side(source: &[(&str, i64)], replica: Option<(&[(&str, i64)], Option<&str>)>) -> VolumeSide {
+    type Listed<'a> = &'a [(&'a str, i64)];
+
+    fn side(source: Listed, replica: Option<(Listed, Option<&str>)>) -> VolumeSide {
         let source_id = volume_source("abcdef0123456789", "default", "default", "data");
         VolumeSide {
             volume: VolumeRef::new("default", "data"),
