@@ -67,6 +67,13 @@ pub struct SnapshotRecord {
     #[serde(serialize_with = "optional_time")]
     pub expires_at: Option<DateTime<Utc>>,
     pub stateful: bool,
+    /// The custom volumes snapshotted with it, under the same name (`POOL/VOLUME`; absent:
+    /// none attached).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    /// Milliseconds the instance was frozen for a crash-consistent group (`--freeze`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_ms: Option<u64>,
 }
 
 /// `schedule`: an instance's snapshot schedule after incus-snap schedule.
@@ -149,6 +156,9 @@ pub struct PrunedRecord {
     pub name: String,
     #[serde(serialize_with = "time")]
     pub created_at: DateTime<Utc>,
+    /// The attached volumes whose snapshot of the same name went with it (`POOL/VOLUME`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
 }
@@ -1015,6 +1025,8 @@ mod tests {
             created_at: DateTime::from_timestamp(1_795_899_000, 0).unwrap_or_default(),
             expires_at: None,
             stateful: false,
+            volumes: Vec::new(),
+            frozen_ms: None,
         }));
         let line = text(&shared);
         assert!(line.starts_with(r#"{"type":"snapshot","remote":"local","project":"default","instance":"web","name":"auto-20261128-205000","created_at":""#), "{line}");
@@ -1149,6 +1161,8 @@ mod tests {
                 created_at: at(1_795_899_000),
                 expires_at: Some(at(1_796_000_000)),
                 stateful: true,
+                volumes: Vec::new(),
+                frozen_ms: None,
             }),
             Snapshot(SnapshotRecord {
                 of: web(),
@@ -1157,6 +1171,8 @@ mod tests {
                 created_at: at(1_795_899_000),
                 expires_at: None,
                 stateful: false,
+                volumes: Vec::new(),
+                frozen_ms: None,
             }),
             Schedule(ScheduleRecord {
                 of: web(),
@@ -1210,12 +1226,14 @@ mod tests {
                 of: web(),
                 name: "auto-1".into(),
                 created_at: at(1_795_899_000),
+                volumes: Vec::new(),
                 dry_run: true,
             }),
             Pruned(PrunedRecord {
                 of: web(),
                 name: "auto-1".into(),
                 created_at: at(1_795_899_000),
+                volumes: vec!["default/data".into()],
                 dry_run: false,
             }),
             Kept(KeptRecord {

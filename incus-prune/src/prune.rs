@@ -15,6 +15,7 @@ use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
 use incus_core::api::projects::PooledSnapshots;
 use incus_core::api::snapshots::{self, Snapshot};
+use incus_core::api::volumes;
 use incus_core::cli::usage;
 use incus_core::client::Client;
 use incus_core::duration::ExpiryDuration;
@@ -500,18 +501,32 @@ impl Context<'_> {
 
     fn delete(&self, selected: &Selected, candidate: &Candidate) {
         let of = &selected.of;
-        let record = || {
+        let attached = volumes::attached(&selected.instance.expanded_devices);
+        let record = |volumes: Vec<String>| {
             Record::Pruned(PrunedRecord {
                 of: of.clone(),
                 name: candidate.name.clone(),
                 created_at: candidate.created_at,
+                volumes,
                 dry_run: self.args.dry_run,
             })
         };
         if self.args.dry_run {
-            self.output.emit(&record());
+            let named = attached.iter().map(|a| a.volume.to_string()).collect();
+            self.output.emit(&record(named));
             return;
         }
+        // The volumes' snapshots first: a run cut after them leaves the instance's snapshot,
+        // which the next run deletes with the same decision (the other way round, a volume's
+        // snapshot would be left that no decision ever sees again).
+        let deleted = match self.delete_volume_snapshots(selected, &attached, &candidate.name) {
+            Ok(deleted) => deleted,
+            Err(message) => {
+                self.output.error(Some(of), &message);
+                return;
+            }
+        };
+        let record = || record(deleted.clone());
         match snapshots::delete(&selected.client, &of.instance, &candidate.name) {
             Ok(()) => self.output.emit(&record()),
             // Gone meanwhile (expired, or deleted by hand): nothing to do.
@@ -529,6 +544,43 @@ impl Context<'_> {
                 ),
             ),
         }
+    }
+}
+
+impl Context<'_> {
+    /// Deletes each attached volume's snapshot `name`, unless another instance that attaches
+    /// the same volume still has a snapshot of that name (its moment needs it). Returns the
+    /// volumes whose snapshot was deleted, or the error line.
+    fn delete_volume_snapshots(
+        &self,
+        selected: &Selected,
+        attached: &[volumes::Attached],
+        name: &str,
+    ) -> Result<Vec<String>, String> {
+        let client = &selected.client;
+        let of = &selected.of;
+        let mut deleted = Vec::new();
+        for a in attached {
+            let volume = &a.volume;
+            let still_needed = volumes::used_by_instances(client, volume)
+                .map_err(|e| format!("reading volume {volume}: {e}; nothing was deleted"))?
+                .into_iter()
+                .filter(|other| *other != of.instance)
+                .any(|other| snapshots::get(client, &other, name).is_ok());
+            if still_needed {
+                continue;
+            }
+            match volumes::delete_snapshot(client, volume, name) {
+                Ok(()) => deleted.push(volume.to_string()),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    return Err(format!(
+                        "deleting snapshot {name} of volume {volume}: {e}; it and the instance's snapshot stay, the next run will try again"
+                    ));
+                }
+            }
+        }
+        Ok(deleted)
     }
 }
 

@@ -233,6 +233,23 @@ pub fn delete(client: &Client, volume: &VolumeRef) -> Result<()> {
     Ok(())
 }
 
+/// The instances (of the client's project) that use the volume, by name.
+pub fn used_by_instances(client: &Client, volume: &VolumeRef) -> Result<Vec<String>> {
+    #[derive(Deserialize)]
+    struct UsedBy {
+        #[serde(default, deserialize_with = "nullable")]
+        used_by: Vec<String>,
+    }
+    let read: UsedBy = client.get(&volume.path())?;
+    Ok(read
+        .used_by
+        .iter()
+        .filter(|url| url.starts_with("/1.0/instances/"))
+        .filter(|url| !url.contains("/snapshots/"))
+        .map(|url| super::last_segment(url))
+        .collect())
+}
+
 /// Every custom volume of the client's project with its snapshots (name, creation time),
 /// oldest first, and its configuration, from one call per pool.
 pub type Listing = BTreeMap<VolumeRef, ListedVolume>;

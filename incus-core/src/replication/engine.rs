@@ -148,7 +148,8 @@ impl<'a> Replicator<'a> {
         let started = Instant::now();
         let (observed, _lock) = match self.observe(selected)? {
             Observation::CurrentByListing { location } => {
-                let report = Report::new(selected, self.options, started);
+                let mut report = Report::new(selected, self.options, started);
+                report.volumes = super::volumes::listed_current(&selected.instance);
                 return Ok(report.record(&Plan::UpToDate, location));
             }
             Observation::Read(observed, lock) => (observed, lock),

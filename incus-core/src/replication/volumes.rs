@@ -238,6 +238,21 @@ pub fn current_by_listing(
     })
 }
 
+/// The volume records of an instance the listings showed current.
+pub fn listed_current(instance: &crate::api::instances::Instance) -> Vec<VolumeRecord> {
+    volumes::attached(&instance.expanded_devices)
+        .into_iter()
+        .map(|a| VolumeRecord {
+            pool: a.volume.pool,
+            volume: a.volume.name,
+            status: "up-to-date".to_string(),
+            snapshots: Vec::new(),
+            restored: None,
+            shared_with: None,
+        })
+        .collect()
+}
+
 impl Replicator<'_> {
     /// Reads every volume the instance attaches, on both sides. A volume another instance
     /// of this run claimed first is marked shared and not read.
