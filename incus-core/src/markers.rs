@@ -356,6 +356,22 @@ pub fn is_volume_schedule_key(key: &str) -> bool {
     matches!(key, "snapshots.schedule" | "snapshots.expiry")
 }
 
+/// `config` with the `volatile.*` keys of a volume's `existing` configuration: Incus's own
+/// state of that volume (how its files are shifted), which a full write must keep.
+pub fn with_volatile_of(
+    mut config: BTreeMap<String, String>,
+    existing: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    config.retain(|k, _| !k.starts_with("volatile."));
+    config.extend(
+        existing
+            .iter()
+            .filter(|(k, _)| k.starts_with("volatile."))
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    config
+}
+
 /// What the tools keep on a replica custom volume.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VolumeMarkers {
@@ -364,6 +380,9 @@ pub struct VolumeMarkers {
     pub restored: Option<String>,
     /// When its last transfer completed; a marked volume without it is an unfinished copy.
     pub synced_at: Option<DateTime<Utc>>,
+    /// The source's own schedule and expiry, which the replica does not carry: a promotion
+    /// gives them back.
+    pub source_settings: BTreeMap<String, String>,
 }
 
 impl VolumeMarkers {
@@ -374,18 +393,44 @@ impl VolumeMarkers {
             restored: get(key::RESTORED).cloned(),
             synced_at: get(key::SYNCED_AT)
                 .map(|t| parse_time(t).unwrap_or(DateTime::<Utc>::UNIX_EPOCH)),
+            source_settings: get(key::SOURCE_SETTINGS)
+                .and_then(|text| serde_json::from_str(text).ok())
+                .unwrap_or_default(),
         }
+    }
+
+    /// A volume's own configuration from a replica volume's: no marker, its source's schedule
+    /// and expiry back (what a promoted or failed-back volume runs with).
+    pub fn own_config(config: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let settings = VolumeMarkers::from_config(config).source_settings;
+        let mut own: BTreeMap<String, String> = config
+            .iter()
+            .filter(|(k, _)| !k.starts_with("user.incus-standby."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        own.extend(settings);
+        own
     }
 
     /// The replica volume's configuration: the source's, without its schedule and expiry
     /// and volatile keys, with these markers.
     pub fn replica_config(&self, source: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-        let mut config: BTreeMap<String, String> = source
+        let own = VolumeMarkers::own_config(source);
+        let settings: BTreeMap<String, String> = own
             .iter()
-            .filter(|(k, _)| !is_volume_schedule_key(k) && !k.starts_with("volatile."))
-            .filter(|(k, _)| !k.starts_with("user.incus-standby."))
+            .filter(|(k, _)| is_volume_schedule_key(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        let mut config: BTreeMap<String, String> = own
+            .into_iter()
+            .filter(|(k, _)| !is_volume_schedule_key(k) && !k.starts_with("volatile."))
+            .collect();
+        if !settings.is_empty() {
+            config.insert(
+                key::SOURCE_SETTINGS.to_string(),
+                serde_json::to_string(&settings).unwrap_or_default(),
+            );
+        }
         if let Some(source) = &self.source {
             config.insert(key::SOURCE.to_string(), source.to_string());
         }

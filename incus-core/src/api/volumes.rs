@@ -163,6 +163,26 @@ pub fn create_snapshot(
     Ok(())
 }
 
+/// Snapshots, under `name`, every custom volume the instance attaches (read now), before a
+/// final snapshot of the stopped instance: the instance's snapshot, taken after them, then
+/// means the group is whole. A volume that has the snapshot already is left as it is.
+/// Returns the volumes (`POOL/NAME`).
+pub fn snapshot_attached(client: &Client, instance: &str, name: &str) -> Result<Vec<String>> {
+    let (read, _) = super::instances::get(client, instance)?;
+    let mut taken = Vec::new();
+    for a in attached(&read.expanded_devices) {
+        match create_snapshot(client, &a.volume, name, None) {
+            Ok(()) => {}
+            Err(e)
+                if e.message().contains("UNIQUE constraint")
+                    || e.message().contains("already exists") => {}
+            Err(e) => return Err(e),
+        }
+        taken.push(a.volume.to_string());
+    }
+    Ok(taken)
+}
+
 /// Deletes one snapshot of the volume.
 pub fn delete_snapshot(client: &Client, volume: &VolumeRef, name: &str) -> Result<()> {
     client.execute(
@@ -222,6 +242,15 @@ pub fn patch_config(
 ) -> Result<()> {
     client.execute(
         &Request::patch(volume.path(), json!({ "config": config })),
+        &WaitOptions::plain(),
+    )?;
+    Ok(())
+}
+
+/// Renames the volume (Incus points the devices that attach it to the new name).
+pub fn rename(client: &Client, volume: &VolumeRef, new_name: &str) -> Result<()> {
+    client.execute(
+        &Request::post(volume.path(), json!({ "name": new_name })),
         &WaitOptions::plain(),
     )?;
     Ok(())

@@ -390,9 +390,13 @@ impl Sequence for Failback<'_> {
                 self.options.stop_timeout,
             ),
             Step::FinalSnapshot => {
-                snapshots::create(&self.standby, name, &self.final_name, false, None).map_err(
-                    |e| Error::incus(format!("taking the final snapshot {}", self.final_name), e),
-                )?;
+                crate::api::volumes::snapshot_attached(&self.standby, name, &self.final_name)
+                    .and_then(|_| {
+                        snapshots::create(&self.standby, name, &self.final_name, false, None)
+                    })
+                    .map_err(|e| {
+                        Error::incus(format!("taking the final snapshot {}", self.final_name), e)
+                    })?;
                 if let Ok(mut taken) = self.taken.lock() {
                     *taken = Some(self.final_name.clone());
                 }
@@ -552,6 +556,7 @@ impl Failback<'_> {
     /// aside, inert (it was fenced); nothing of it is deleted.
     fn keep_old_primary_aside(&self) -> Result<(), Error> {
         let name = self.name();
+        self.keep_old_volumes_aside()?;
         let mut changes = ConfigPatch::default();
         changes.set(AUTOSTART, "false");
         changes.merge(
@@ -568,6 +573,48 @@ impl Failback<'_> {
                 e,
             )
         })
+    }
+
+    /// The old primary's own custom volumes that the standby's copy attaches under the same
+    /// names are renamed with the instance's suffix before the instance is: kept with their
+    /// snapshots and their own data, and out of the way of the copies coming back (Incus
+    /// points the old copy's devices to the new names). Volumes the failback's own copy made
+    /// are left. A volume other instances use too is refused, before anything changes.
+    fn keep_old_volumes_aside(&self) -> Result<(), Error> {
+        use crate::api::volumes;
+        let name = self.name();
+        let suffix = self.aside.strip_prefix(name).unwrap_or("-before-failback");
+        let (standby_copy, _) = instances::get(&self.standby, name)?;
+        for a in volumes::attached(&standby_copy.expanded_devices) {
+            let volume = &a.volume;
+            let Some((old, _)) = volumes::get(self.primary, volume)? else {
+                continue;
+            };
+            if crate::markers::VolumeMarkers::from_config(&old.config)
+                .source
+                .is_some()
+            {
+                continue;
+            }
+            let users: Vec<String> = volumes::used_by_instances(self.primary, volume)?
+                .into_iter()
+                .filter(|user| user != name)
+                .collect();
+            if !users.is_empty() {
+                return Err(Error::Refused(format!(
+                    "volume {volume} on the primary is used by {} too: failing {name} back would take it from them; detach it from them, or fail them back together",
+                    users.join(", ")
+                )));
+            }
+            let aside = format!("{}{suffix}", volume.name);
+            volumes::rename(self.primary, volume, &aside).map_err(|e| {
+                Error::incus(
+                    format!("renaming the old primary's volume {volume} to {aside}"),
+                    e,
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// Copies or refreshes the standby's instance onto the primary with the engine.
@@ -624,6 +671,22 @@ impl Failback<'_> {
             synced_at: Some(Utc::now()),
             ..ReplicaMarkers::default()
         };
+        crate::replication::volumes::mark_as_replicas(
+            &self.standby,
+            name,
+            &fingerprint,
+            &self.pair.of.project,
+            facts.final_snapshot.as_deref(),
+        )
+        .map_err(|e| {
+            Error::incus(
+                format!(
+                    "making the volumes of {}:{name} replicas again",
+                    self.standby_name
+                ),
+                e,
+            )
+        })?;
         let mut changes = ConfigPatch::inert();
         changes.merge(markers.to_patch());
         instances::patch_config(&self.standby, name, &changes.as_merge(), None).map_err(|e| {
@@ -643,6 +706,9 @@ impl Failback<'_> {
         if markers.source.is_none() {
             return Ok(());
         }
+        // The volumes first: the instance's identity, written last, ends the step.
+        crate::replication::volumes::give_own_settings(self.primary, name)
+            .map_err(|e| Error::incus("giving the primary's volumes their own settings", e))?;
         let mut changes = ConfigPatch::default();
         for (key, value) in super::promote::own_settings(&markers) {
             changes.set(&key, value);

@@ -619,7 +619,20 @@ impl Promotion<'_> {
                     .filter_map(archive_point),
             );
         }
-        choose_point(&points, at).ok_or_else(|| {
+        let chosen = choose_point(&points, at);
+        if let Some(point) = &chosen
+            && let Some(archive) = &point.archive
+        {
+            let (replica, _) = instances::get(&standby, name)?;
+            let attached = crate::api::volumes::attached(&replica.expanded_devices);
+            if let Some(first) = attached.first() {
+                return Err(Error::Usage(format!(
+                    "{archive} is an archive point, which holds the root disk of {name} only, not its volume {}: promoting it would pair an old root disk with today's volume; nothing was changed: choose one of the replica's snapshots with --at",
+                    first.volume
+                )));
+            }
+        }
+        chosen.ok_or_else(|| {
             Error::Usage(format!(
                 "no point of {}:{name}'s history matches \"{at}\" (its snapshots and archive points: {}); nothing was changed",
                 self.standby_name,
@@ -751,15 +764,15 @@ impl Sequence for PromotionSequence<'_> {
                 &address(of),
                 p.options.stop_timeout,
             ),
-            Step::FinalSnapshot => snapshots::create(
-                &p.pairs.primary(p.pair)?,
-                p.name(),
-                &p.final_name,
-                false,
-                None,
-            )
-            .map(drop)
-            .map_err(|e| Error::incus(format!("taking the final snapshot {}", p.final_name), e)),
+            Step::FinalSnapshot => {
+                let primary = p.pairs.primary(p.pair)?;
+                crate::api::volumes::snapshot_attached(&primary, p.name(), &p.final_name)
+                    .and_then(|_| snapshots::create(&primary, p.name(), &p.final_name, false, None))
+                    .map(drop)
+                    .map_err(|e| {
+                        Error::incus(format!("taking the final snapshot {}", p.final_name), e)
+                    })
+            }
             Step::Sync => self.final_sync(facts),
             Step::Restore => {
                 let snapshot = self.point_snapshot(facts).unwrap_or_default();
@@ -767,13 +780,19 @@ impl Sequence for PromotionSequence<'_> {
             }
             Step::Archive => self.clone_archive(facts),
             Step::Rollback => self.roll_back(),
-            Step::Identity => instances::patch_config(
-                &p.standby(),
-                p.name(),
-                &self.identity_changes(facts).as_merge(),
-                None,
-            )
-            .map_err(|e| Error::incus("writing the promoted replica's configuration", e)),
+            // The volumes first: the instance's identity, written last, ends the step.
+            Step::Identity => {
+                crate::replication::volumes::give_own_settings(&p.standby(), p.name())
+                    .and_then(|_| {
+                        instances::patch_config(
+                            &p.standby(),
+                            p.name(),
+                            &self.identity_changes(facts).as_merge(),
+                            None,
+                        )
+                    })
+                    .map_err(|e| Error::incus("writing the promoted replica's configuration", e))
+            }
             _ => self.start(facts),
         }
     }
@@ -1106,6 +1125,9 @@ fn restore_keeping_markers(
     snapshot: &str,
     markers: &ReplicaMarkers,
 ) -> Result<(), Error> {
+    // The volumes first, to the same moment: the instance's restore, last, ends the step.
+    crate::replication::volumes::restore_to_point(standby, name, snapshot)
+        .map_err(|e| Error::incus(format!("restoring the replica's volumes to {snapshot}"), e))?;
     snapshots::restore(standby, name, snapshot)
         .map_err(|e| Error::incus(format!("restoring the replica to {snapshot}"), e))?;
     let kept = ReplicaMarkers {

@@ -177,13 +177,21 @@ pub fn decide(
             );
             decision.send = compared.sent();
             let restored = replica.markers.restored.as_deref();
-            decision.start =
-                if decision.send.is_empty() && lost.is_empty() && restored == restore_to.as_deref()
-                {
-                    VolumeStart::Current
-                } else {
-                    VolumeStart::Refresh
-                };
+            // A schedule of its own (a volume promoted, then failed back) is written away.
+            let inert = !replica
+                .volume
+                .config
+                .keys()
+                .any(|k| crate::markers::is_volume_schedule_key(k));
+            decision.start = if decision.send.is_empty()
+                && lost.is_empty()
+                && inert
+                && restored == restore_to.as_deref()
+            {
+                VolumeStart::Current
+            } else {
+                VolumeStart::Refresh
+            };
         }
     }
     // A copy takes its source's expiry: the standby's retention decides instead.
@@ -208,6 +216,7 @@ pub fn decide(
         source: Some(side.source_id.clone()),
         restored: restore_to,
         synced_at: Some(now),
+        ..VolumeMarkers::default()
     };
     decision.config = markers.replica_config(&side.source.config);
     Ok(decision)
@@ -236,6 +245,92 @@ pub fn current_by_listing(
             && source_ids == as_ids(&replica.snapshots)
             && markers.restored == matching_point(&source_ids, instance_point)
     })
+}
+
+/// Gives every volume the instance attaches on `client` its own configuration back (no
+/// marker, its source's schedule and expiry): after a promotion, and on the primary after a
+/// failback. Returns the volumes changed.
+pub fn give_own_settings(client: &Client, instance: &str) -> crate::Result<Vec<String>> {
+    let (read, _) = crate::api::instances::get(client, instance)?;
+    let mut changed = Vec::new();
+    for a in volumes::attached(&read.expanded_devices) {
+        let Some((volume, etag)) = volumes::get(client, &a.volume)? else {
+            continue;
+        };
+        if VolumeMarkers::from_config(&volume.config).source.is_none() {
+            continue;
+        }
+        let own = VolumeMarkers::own_config(&volume.config);
+        volumes::put(client, &a.volume, &own, &volume.description, None, etag)?;
+        changed.push(a.volume.to_string());
+    }
+    Ok(changed)
+}
+
+/// Makes every volume the instance attaches on the standby an inert replica of the primary's
+/// volume of the same name again (after a failback), restored to `restored`.
+pub fn mark_as_replicas(
+    standby: &Client,
+    instance: &str,
+    primary_fingerprint: &str,
+    primary_project: &str,
+    restored: Option<&str>,
+) -> crate::Result<()> {
+    let (read, _) = crate::api::instances::get(standby, instance)?;
+    for a in volumes::attached(&read.expanded_devices) {
+        let Some((volume, etag)) = volumes::get(standby, &a.volume)? else {
+            continue;
+        };
+        let markers = VolumeMarkers {
+            source: Some(volume_source(
+                primary_fingerprint,
+                primary_project,
+                &a.volume.pool,
+                &a.volume.name,
+            )),
+            restored: restored.map(str::to_string),
+            synced_at: Some(Utc::now()),
+            ..VolumeMarkers::default()
+        };
+        let config = crate::markers::with_volatile_of(
+            markers.replica_config(&volume.config),
+            &volume.config,
+        );
+        volumes::put(standby, &a.volume, &config, &volume.description, None, etag)?;
+    }
+    Ok(())
+}
+
+/// Restores every volume the replica attaches to the moment of its snapshot `snapshot` (the
+/// snapshot of the same name, else the newest before it), keeping the volume's markers.
+pub fn restore_to_point(standby: &Client, instance: &str, snapshot: &str) -> crate::Result<()> {
+    let (read, _) = crate::api::instances::get(standby, instance)?;
+    let attached = volumes::attached(&read.expanded_devices);
+    if attached.is_empty() {
+        return Ok(());
+    }
+    let at = crate::api::snapshots::get(standby, instance, snapshot)?.created_at;
+    for a in attached {
+        let Some((volume, etag)) = volumes::get(standby, &a.volume)? else {
+            continue;
+        };
+        let listed = ids(&volumes::snapshots(standby, &a.volume)?);
+        let point = SnapshotId::new(snapshot, at);
+        let Some(to) = matching_point(&listed, Some((snapshot, point.created_at))) else {
+            continue;
+        };
+        let mut config = volume.config.clone();
+        config.insert(crate::markers::key::RESTORED.to_string(), to.clone());
+        volumes::put(
+            standby,
+            &a.volume,
+            &config,
+            &volume.description,
+            Some(&to),
+            etag,
+        )?;
+    }
+    Ok(())
 }
 
 /// The volume records of an instance the listings showed current.
@@ -410,10 +505,18 @@ impl Replicator<'_> {
                     )
                 })?;
             }
+            // After a refresh, the replica's own volatile keys stay (a new copy has none).
+            let config = match (&decision.start, &side.replica) {
+                (VolumeStart::Refresh, Some(replica)) => crate::markers::with_volatile_of(
+                    decision.config.clone(),
+                    &replica.volume.config,
+                ),
+                _ => decision.config.clone(),
+            };
             volumes::put(
                 target,
                 volume,
-                &decision.config,
+                &config,
                 &side.source.description,
                 decision.restore_to.as_deref(),
                 None,
@@ -473,6 +576,7 @@ mod tests {
                     source: Some(source_id),
                     restored: restored.map(str::to_string),
                     synced_at: Some(at(0)),
+                    ..VolumeMarkers::default()
                 },
                 snapshots: snaps(list),
             }),
