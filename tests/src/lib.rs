@@ -888,25 +888,33 @@ impl Drop for Instance {
             ]);
             quiet_incus(&args);
         }
-        // Replicas that incus-push --replace moved aside (NAME-replaced-DATE).
-        let mut list = self.project_args();
-        list.extend([
-            "list".to_string(),
-            format!("standby:^{}-replaced-", self.name),
-            "-f".to_string(),
-            "csv".to_string(),
-            "-c".to_string(),
-            "n".to_string(),
-        ]);
-        let names = quiet_incus(&list).map(|out| out.stdout).unwrap_or_default();
-        for aside in names.lines().filter(|l| !l.is_empty()) {
-            let mut args = self.project_args();
-            args.extend([
-                "delete".to_string(),
-                "--force".to_string(),
-                format!("standby:{aside}"),
+        // Replicas that incus-push --replace moved aside (NAME-replaced-DATE), and old
+        // primary copies a failback kept aside (NAME-before-failback-DATE).
+        let primary = if self.remote == "local" {
+            "primary"
+        } else {
+            self.remote.as_str()
+        };
+        for (remote, suffix) in [("standby", "replaced"), (primary, "before-failback")] {
+            let mut list = self.project_args();
+            list.extend([
+                "list".to_string(),
+                format!("{remote}:^{}-{suffix}-", self.name),
+                "-f".to_string(),
+                "csv".to_string(),
+                "-c".to_string(),
+                "n".to_string(),
             ]);
-            quiet_incus(&args);
+            let names = quiet_incus(&list).map(|out| out.stdout).unwrap_or_default();
+            for aside in names.lines().filter(|l| !l.is_empty()) {
+                let mut args = self.project_args();
+                args.extend([
+                    "delete".to_string(),
+                    "--force".to_string(),
+                    format!("{remote}:{aside}"),
+                ]);
+                quiet_incus(&args);
+            }
         }
     }
 }

@@ -355,7 +355,15 @@ fn prune_takes_a_volume_snapshot_with_its_instance_snapshot() {
     snap(&c.name, &["--pattern", "p%d"]);
     push(&[&c.name]).assert_success();
     let out = tool("incus-prune")
-        .args(["--keep-last", "1", "--match", "p*", "--replica", "standby", &c.name])
+        .args([
+            "--keep-last",
+            "1",
+            "--match",
+            "p*",
+            "--replica",
+            "standby",
+            &c.name,
+        ])
         .run();
     out.assert_success();
     let pruned = out.records_of("pruned");
@@ -427,11 +435,6 @@ fn promotion_and_failback_bring_the_volume_along() {
     .map(str::to_string)
     .collect();
     assert_eq!(aside.len(), 1, "the old primary volume is kept aside");
-    let _old_copies: Vec<Instance> =
-        incus_standby_tests::instances_named("primary", &format!("{}-before-failback-", c.name))
-            .iter()
-            .map(|old| Instance::existing("primary", old))
-            .collect();
     // The primary's volume is its own again; the standby's an inert replica.
     assert_eq!(
         volume_config("primary", "default", &v.name, "user.incus-standby.source"),
