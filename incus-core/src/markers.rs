@@ -40,6 +40,9 @@ pub mod key {
     pub const ARCHIVE_OF: &str = "user.incus-standby.archive-of";
     pub const ARCHIVE_TIME: &str = "user.incus-standby.archive-time";
     pub const LEASE: &str = "user.incus-standby.lease";
+    pub const DRILL: &str = "user.incus-standby.drill";
+    /// On a drill's clone (instance and volumes): the replica it was made from.
+    pub const DRILL_OF: &str = "user.incus-standby.drill-of";
     /// An instance's identity in Incus (not ours): kept by refresh and restore, new on a
     /// plain copy.
     pub const UUID: &str = "volatile.uuid";
@@ -527,6 +530,42 @@ impl ReplicaMarkers {
         let mut patch = self.to_patch();
         patch.0.remove(key::RESTORED);
         patch.0.remove(key::SYNCED_AT);
+        patch
+    }
+}
+
+/// The last drill of a replica: a clone of it was started on the standby (or not).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Drill {
+    pub at: DateTime<Utc>,
+    pub ok: bool,
+    /// Seconds from the start request to running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Drill {
+    /// Read from a replica's configuration. Kept apart from [`ReplicaMarkers`]: incus-push
+    /// carries it across the restore that would drop it, nothing else writes it.
+    pub fn of_config(config: &BTreeMap<String, String>) -> Option<Drill> {
+        serde_json::from_str(config.get(key::DRILL)?).ok()
+    }
+
+    pub fn to_patch(&self) -> ConfigPatch {
+        let mut patch = ConfigPatch::default();
+        patch.put(key::DRILL, serde_json::to_string(self).ok());
+        patch
+    }
+
+    /// `incus-push`'s write after a restore keeps the drill the replica had.
+    pub fn kept(config: &BTreeMap<String, String>) -> ConfigPatch {
+        let mut patch = ConfigPatch::default();
+        if let Some(text) = config.get(key::DRILL).filter(|v| !v.is_empty()) {
+            patch.set(key::DRILL, text.clone());
+        }
         patch
     }
 }

@@ -226,6 +226,28 @@ pub struct StatusRecord {
     pub history_oldest: Option<DateTime<Utc>>,
     #[serde(serialize_with = "optional_time")]
     pub history_newest: Option<DateTime<Utc>>,
+    /// The custom volumes the replica attaches, each with its newest snapshot and RPO.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeStatus>,
+    /// The last drill (`incus-failover drill`): when, and whether its clone ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill_ok: Option<bool>,
+}
+
+/// One custom volume of a `status` record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeStatus {
+    pub pool: String,
+    pub volume: String,
+    /// The replica volume's newest snapshot (`null`: it has none, or it is missing).
+    pub newest: Option<String>,
+    #[serde(serialize_with = "optional_time")]
+    pub newest_at: Option<DateTime<Utc>>,
+    pub rpo_seconds: Option<i64>,
+    /// The replica volume exists on the standby.
+    pub present: bool,
 }
 
 /// `step`: one step of a promotion or fencing, done (or, with `dry_run`, to be done).
@@ -299,6 +321,38 @@ pub struct FencedRecord {
     /// Its `boot.autostart` before the fencing (`null`: unset).
     pub autostart_was: Option<String>,
     pub stopped: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// `drill`: a clone of the replica was started on the standby, to prove it can run there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillRecord {
+    #[serde(flatten)]
+    pub of: InstanceRef,
+    pub standby: String,
+    pub replica_project: String,
+    pub replica_instance: String,
+    /// The snapshot the replica (and so the clone) holds.
+    pub snapshot: Option<String>,
+    /// The clone's name (deleted again).
+    pub clone: String,
+    /// The clone ran (and the probe, if any, exited 0).
+    pub ok: bool,
+    /// Seconds from the start request to running.
+    pub seconds_to_running: Option<f64>,
+    /// `--probe`'s exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_exit: Option<i64>,
+    /// Why it failed (Incus's message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The custom volumes cloned with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    /// The pool copies everything (`dir`): the clone was a full copy.
+    pub full_copy: bool,
+    pub seconds: f64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
 }
@@ -490,6 +544,7 @@ pub enum Record {
     Promoted(PromotedRecord),
     Fenced(FencedRecord),
     FailedBack(FailedBackRecord),
+    Drill(DrillRecord),
     Token(TokenRecord),
     Trusted(TrustedRecord),
     Certificate(CertificateRecord),
@@ -1270,6 +1325,9 @@ mod tests {
                 history_points: 5,
                 history_oldest: Some(at(1_795_000_000)),
                 history_newest: Some(at(1_795_899_000)),
+                volumes: Vec::new(),
+                drill_at: None,
+                drill_ok: None,
             }),
             Status(StatusRecord {
                 of: web(),
@@ -1298,6 +1356,16 @@ mod tests {
                 history_points: 0,
                 history_oldest: None,
                 history_newest: None,
+                volumes: vec![VolumeStatus {
+                    pool: "default".into(),
+                    volume: "dbdata".into(),
+                    newest: Some("auto-1".into()),
+                    newest_at: Some(at(1_795_899_000)),
+                    rpo_seconds: Some(60),
+                    present: true,
+                }],
+                drill_at: Some(at(1_795_899_100)),
+                drill_ok: Some(true),
             }),
             Step(StepRecord {
                 of: web(),

@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use incus_core::api::migration::Mode;
 use incus_core::cli::{self, OutputArgs};
-use incus_core::failover::{self, FailbackOptions, FenceOptions, PairArgs, PromoteOptions};
+use incus_core::failover::{
+    self, DrillOptions, FailbackOptions, FenceOptions, PairArgs, PromoteOptions,
+};
 
 const EXAMPLES: &str = "Examples:\n  incus-failover status --all --standby standby\n  incus-failover check --all --standby standby --max-rpo 2H\n  incus-failover promote web --standby standby\n  incus-failover promote --all --standby standby --emergency\n  incus-failover fence primary: --standby standby\n  incus-failover failback web --standby standby";
 
@@ -43,6 +45,31 @@ pub enum Command {
     /// (renamed), the standby's copy is synced back and started there, and the standby holds
     /// an inert replica again
     Failback(FailbackArgs),
+    /// Prove that replicas can start: start a clone of each (NICs removed, volumes cloned),
+    /// probe it, delete it; the replica itself is never started
+    Drill(DrillArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Examples:
+  incus-failover drill web --standby standby
+  incus-failover drill --all --standby standby --probe 'test -s /data/db' --allow-full-copy")]
+pub struct DrillArgs {
+    #[command(flatten)]
+    pub pairs: PairArgs,
+    /// A command run in the clone once it runs (through `sh -c`); a non-zero exit fails the
+    /// drill
+    #[arg(long, value_name = "CMD")]
+    pub probe: Option<String>,
+    /// Seconds the start and the probe may take
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub timeout: u64,
+    /// On a dir pool, a clone is a full copy of the replica and its volumes: allow it
+    #[arg(long)]
+    pub allow_full_copy: bool,
+    /// Say what would be cloned; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -162,6 +189,15 @@ fn main() -> ExitCode {
                 btrfs_anyway: a.btrfs_anyway,
             };
             exit(failover::failback(&a.pairs, &options, output))
+        }),
+        Command::Drill(a) => cli::run("incus-failover", args.output.format, |output| {
+            let options = DrillOptions {
+                probe: a.probe.clone(),
+                timeout: std::time::Duration::from_secs(a.timeout),
+                allow_full_copy: a.allow_full_copy,
+                dry_run: a.dry_run,
+            };
+            exit(failover::drill(&a.pairs, &options, output))
         }),
     }
 }

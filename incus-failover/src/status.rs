@@ -11,12 +11,12 @@ use std::process::ExitCode;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use incus_core::api::instances::{self, Instance};
-use incus_core::api::networks;
 use incus_core::api::snapshots::{self, Snapshot};
+use incus_core::api::{networks, volumes};
 use incus_core::duration::ExpiryDuration;
 use incus_core::failover::{Pair, PairArgs, Pairs, readiness, resolve};
 use incus_core::markers::{PrimaryMarkers, ReplicaMarkers};
-use incus_core::record::{Format, Output, PrimaryState, Record, StatusRecord};
+use incus_core::record::{Format, Output, PrimaryState, Record, StatusRecord, VolumeStatus};
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(
@@ -43,6 +43,10 @@ pub struct CheckArgs {
     /// WARNING when a replica's RPO exceeds this
     #[arg(long, value_name = "DURATION")]
     pub warn_rpo: Option<String>,
+    /// WARNING when a replica's last drill (incus-failover drill) failed, is older than this,
+    /// or never happened
+    #[arg(long, value_name = "DURATION")]
+    pub max_drill_age: Option<String>,
     /// Also write a node_exporter textfile
     #[arg(long, value_name = "FILE")]
     pub prometheus: Option<std::path::PathBuf>,
@@ -68,6 +72,9 @@ pub struct ReplicaView {
     pub snapshots: Vec<Snapshot>,
     /// Its archive points' times (incus-push --archive-*).
     pub archives: Vec<DateTime<Utc>>,
+    /// The custom volumes it attaches: each with its snapshots (`None`: the volume is
+    /// missing on the standby).
+    pub volumes: Vec<(volumes::VolumeRef, Option<Vec<volumes::VolumeSnapshot>>)>,
 }
 
 /// Reads both sides of a pair. Errors other than "unreachable primary" and "no such
@@ -99,11 +106,23 @@ pub fn observe(
     };
     let standby = all.replica(pair);
     let replica = match instances::get(&standby, name) {
-        Ok((instance, _)) => Some(ReplicaView {
-            snapshots: snapshots::list(&standby, name)?,
-            archives: Vec::new(),
-            instance,
-        }),
+        Ok((instance, _)) => {
+            let mut read = Vec::new();
+            for a in volumes::attached(&instance.expanded_devices) {
+                let list = match volumes::snapshots(&standby, &a.volume) {
+                    Ok(list) => Some(list),
+                    Err(e) if e.is_not_found() => None,
+                    Err(e) => return Err(Error::incus(format!("reading volume {}", a.volume), e)),
+                };
+                read.push((a.volume, list));
+            }
+            Some(ReplicaView {
+                snapshots: snapshots::list(&standby, name)?,
+                archives: Vec::new(),
+                instance,
+                volumes: read,
+            })
+        }
         Err(e) if e.is_not_found() => None,
         Err(e) => return Err(Error::incus("reading the replica", e)),
     };
@@ -143,6 +162,25 @@ pub fn assess(
     record.history_points = times.len();
     record.history_oldest = times.iter().min().copied();
     record.history_newest = times.iter().max().copied();
+    record.volumes = replica
+        .volumes
+        .iter()
+        .map(|(volume, list)| {
+            let newest = list.as_ref().and_then(|l| l.last());
+            VolumeStatus {
+                pool: volume.pool.clone(),
+                volume: volume.name.clone(),
+                newest: newest.map(|s| s.name.clone()),
+                newest_at: newest.map(|s| s.created_at),
+                rpo_seconds: newest.map(|s| (now - s.created_at).num_seconds().max(0)),
+                present: list.is_some(),
+            }
+        })
+        .collect();
+    if let Some(drill) = incus_core::markers::Drill::of_config(&replica.instance.config) {
+        record.drill_at = Some(drill.at);
+        record.drill_ok = Some(drill.ok);
+    }
     record.replica_running = replica.instance.is_running();
     record.promoted = markers.promoted.is_some();
     record.split_brain = record.replica_running && record.primary_running == Some(true);
@@ -217,6 +255,9 @@ fn primary_status(pair: &Pair, standby: &str, primary: &PrimaryView) -> StatusRe
         history_points: 0,
         history_oldest: None,
         history_newest: None,
+        volumes: Vec::new(),
+        drill_at: None,
+        drill_ok: None,
     }
 }
 
@@ -384,6 +425,31 @@ pub fn verdict(
     (state, lines)
 }
 
+/// The replicas whose last drill failed, is older than `max_age_seconds`, or never happened
+/// (promoted ones aside): one line each, a WARNING.
+pub fn drills_due(
+    records: &[StatusRecord],
+    max_age_seconds: i64,
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| !r.promoted)
+        .filter_map(|r| {
+            let name = format!("{}:{}", r.of.remote, r.of.instance);
+            match (r.drill_at, r.drill_ok) {
+                (None, _) => Some(format!("{name}: never drilled")),
+                (Some(_), Some(false)) => Some(format!("{name}: its last drill failed")),
+                (Some(at), _) if (now - at).num_seconds() > max_age_seconds => Some(format!(
+                    "{name}: last drill {} ago",
+                    human((now - at).num_seconds())
+                )),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// `incus-failover check`: one line for the monitoring system and its exit code.
 pub fn check(args: &CheckArgs) -> ExitCode {
     let unknown = |why: String| {
@@ -428,7 +494,23 @@ pub fn check(args: &CheckArgs) -> ExitCode {
     {
         return unknown(format!("{e:#}"));
     }
+    let max_drill_age = match args
+        .max_drill_age
+        .as_deref()
+        .map(|w| seconds_of(w, "--max-drill-age"))
+    {
+        None => None,
+        Some(Ok(w)) => Some(w),
+        Some(Err(e)) => return unknown(e.to_string()),
+    };
     let (mut state, mut lines) = verdict(&records, max, warn);
+    if let Some(max_age) = max_drill_age {
+        let old = drills_due(&records, max_age, Utc::now());
+        if !old.is_empty() {
+            state = state.max(Nagios::Warning);
+            lines.extend(old);
+        }
+    }
     if output.error_count() > 0 {
         // An instance that cannot be read is UNKNOWN, but never hides a CRITICAL.
         if state != Nagios::Critical {
@@ -685,6 +767,7 @@ mod tests {
             },
             snapshots: vec![snap("s1", 1000), snap("s2", 2000)],
             archives: vec![at(500)],
+            volumes: Vec::new(),
         }
     }
 
@@ -887,5 +970,33 @@ mod tests {
         assert_eq!(human(600), "10m");
         assert_eq!(human(3_720), "1h02m");
         assert_eq!(human(90_000), "1d1h");
+    }
+
+    #[test]
+    fn drills_that_failed_are_old_or_never_happened_are_due() {
+        let mut fresh = assess(
+            &pair(),
+            "standby",
+            &up(true, vec![snap("s1", 1000), snap("s2", 2000)]),
+            Some(&ready_replica()),
+            &BTreeSet::new(),
+            at(2100),
+        );
+        assert_eq!(
+            drills_due(std::slice::from_ref(&fresh), 3600, at(2100)).len(),
+            1
+        );
+        fresh.drill_at = Some(at(2000));
+        fresh.drill_ok = Some(true);
+        assert!(drills_due(std::slice::from_ref(&fresh), 3600, at(2100)).is_empty());
+        assert_eq!(
+            drills_due(std::slice::from_ref(&fresh), 3600, at(9000)),
+            ["primary:web: last drill 1h56m ago"]
+        );
+        fresh.drill_ok = Some(false);
+        assert_eq!(
+            drills_due(&[fresh], 3600, at(2100)),
+            ["primary:web: its last drill failed"]
+        );
     }
 }

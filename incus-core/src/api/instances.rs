@@ -291,6 +291,57 @@ pub fn copy_local(
     Ok(())
 }
 
+/// Runs `command` in the instance (no terminal, output not kept) and returns its exit code,
+/// waiting at most `limit`.
+pub fn exec(
+    client: &Client,
+    name: &str,
+    command: &[String],
+    limit: std::time::Duration,
+) -> Result<i64> {
+    let done = client.execute(
+        &Request::post(
+            format!("/instances/{}/exec", escape(name)),
+            json!({
+                "command": command,
+                "environment": {},
+                "interactive": false,
+                "wait-for-websocket": false,
+                "record-output": false,
+            }),
+        ),
+        &WaitOptions {
+            limit: Some(limit),
+            ..WaitOptions::default()
+        },
+    )?;
+    Ok(done
+        .as_ref()
+        .and_then(|op| op.metadata.get("return"))
+        .and_then(Value::as_i64)
+        .unwrap_or(-1))
+}
+
+/// Copies, on the same server, the instance `source` without its snapshots to a new
+/// instance `name`, with these config keys and devices overriding the source's (copy on
+/// write where the pool can).
+pub fn clone_local(
+    client: &Client,
+    source: &str,
+    name: &str,
+    config: &BTreeMap<String, String>,
+    devices: &BTreeMap<String, Device>,
+) -> Result<()> {
+    let body = json!({
+        "name": name,
+        "source": { "type": "copy", "source": source, "instance_only": true },
+        "config": config,
+        "devices": devices,
+    });
+    client.execute(&Request::post("/instances", body), &WaitOptions::plain())?;
+    Ok(())
+}
+
 /// Renames a stopped instance (its snapshots go with it).
 pub fn rename(client: &Client, name: &str, new_name: &str) -> Result<()> {
     client.execute(

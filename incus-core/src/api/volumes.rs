@@ -247,6 +247,35 @@ pub fn patch_config(
     Ok(())
 }
 
+/// Copies, on the same server and pool, the volume's current state (no snapshots) to a new
+/// volume `name` with this configuration (copy on write where the pool can).
+pub fn copy_local(
+    client: &Client,
+    volume: &VolumeRef,
+    name: &str,
+    config: &BTreeMap<String, String>,
+) -> Result<()> {
+    let body = json!({
+        "name": name,
+        "type": "custom",
+        "config": config,
+        "source": {
+            "type": "copy",
+            "name": volume.name,
+            "pool": volume.pool,
+            "volume_only": true,
+        },
+    });
+    client.execute(
+        &Request::post(
+            format!("/storage-pools/{}/volumes/custom", escape(&volume.pool)),
+            body,
+        ),
+        &WaitOptions::plain(),
+    )?;
+    Ok(())
+}
+
 /// Renames the volume (Incus points the devices that attach it to the new name).
 pub fn rename(client: &Client, volume: &VolumeRef, new_name: &str) -> Result<()> {
     client.execute(

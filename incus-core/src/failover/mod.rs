@@ -10,6 +10,7 @@
 //!
 //! [`readiness`] says whether a replica could take over (shared with `status`).
 
+pub mod drill;
 pub mod error;
 pub mod failback;
 pub mod fence;
@@ -19,6 +20,7 @@ pub mod readiness;
 pub mod runner;
 pub mod step;
 
+pub use drill::{DrillOptions, drill};
 pub use error::Error;
 pub use failback::{FailbackOptions, failback};
 pub use fence::{FenceOptions, fence};

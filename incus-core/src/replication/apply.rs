@@ -353,6 +353,10 @@ impl Replicator<'_> {
             ..decision.markers.clone()
         };
         changes.merge(markers.to_patch());
+        if let Some(replica) = &observed.replica {
+            // A restore drops the drill's result; it stays the replica's.
+            changes.merge(crate::markers::Drill::kept(&replica.instance.config));
+        }
         changes.merge(lease_patch(
             lease.as_ref().and_then(|l| l.value_after_write()),
         ));
