@@ -548,3 +548,164 @@ fn a_shared_volume_is_sent_once_and_a_foreign_one_is_refused() {
     );
     assert!(volume_snapshots("standby", "default", &w.name).is_empty());
 }
+
+fn drill(name: &str, args: &[&str]) -> Output {
+    tool("incus-failover")
+        .args(["drill", "--standby", "standby", name])
+        .args(args)
+        .run()
+}
+
+/// Everything a drill may leave: clones of instances and of volumes.
+fn drill_leftovers(name: &str, volume: &str) -> (bool, bool) {
+    (
+        incus_standby_tests::instance_exists(&format!("standby:{name}-drill"), None),
+        volume_exists("standby", "default", &format!("{volume}-drill-{name}")),
+    )
+}
+
+#[test]
+fn a_drill_starts_a_clone_with_its_volume_and_leaves_the_replica_alone() {
+    let _serial = serial();
+    let (v, c) = with_volume("vol-drill");
+    incus_ok(&[
+        "config",
+        "device",
+        "add",
+        &c.name,
+        "eth0",
+        "nic",
+        "nictype=p2p",
+    ]);
+    c.exec("echo db > /data/db");
+    snap(&c.name, &[]);
+    push(&[&c.name]).assert_success();
+    let standby = format!("standby:{}", c.name);
+    let before = incus_ok(&["config", "show", &standby]);
+
+    // On dir, a clone is a full copy: only when asked.
+    let out = drill(&c.name, &["--probe", "test -s /data/db"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.first_error().contains("--allow-full-copy"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(drill_leftovers(&c.name, &v.name), (false, false));
+
+    let out = drill(
+        &c.name,
+        &["--probe", "test -s /data/db", "--allow-full-copy"],
+    );
+    out.assert_success();
+    let record = &out.records_of("drill")[0];
+    assert_eq!(record["ok"], true, "{}", out.stdout);
+    assert_eq!(record["probe_exit"], 0);
+    assert!(record["seconds_to_running"].as_f64().is_some());
+    assert_eq!(
+        record["volumes"],
+        serde_json::json!([format!("default/{}", v.name)])
+    );
+    assert_eq!(drill_leftovers(&c.name, &v.name), (false, false));
+    // The replica was never started, and only the drill's result was added to it.
+    assert_eq!(incus_standby_tests::listed(&standby, "s"), "STOPPED");
+    let after = incus_ok(&["config", "show", &standby]);
+    let without_drill: String = after
+        .lines()
+        .filter(|l| !l.contains("user.incus-standby.drill"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(without_drill, before.trim_end());
+    assert_eq!(c.status(), "Running");
+
+    // A failing probe fails the drill (exit 1), and status and check say so.
+    let out = drill(
+        &c.name,
+        &["--probe", "test -e /data/missing", "--allow-full-copy"],
+    );
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert_eq!(out.records_of("drill")[0]["ok"], false);
+    let status = tool("incus-failover")
+        .args(["status", "--standby", "standby", &c.name])
+        .run();
+    status.assert_success();
+    let record = &status.records_of("status")[0];
+    assert_eq!(record["drill_ok"], false, "{}", status.stdout);
+    assert!(record["drill_at"].is_string());
+    assert_eq!(record["volumes"][0]["volume"], v.name.as_str());
+    assert_eq!(record["volumes"][0]["present"], true);
+    let check = tool("incus-failover")
+        .args([
+            "check",
+            "--standby",
+            "standby",
+            &c.name,
+            "--max-rpo",
+            "1d",
+            "--max-drill-age",
+            "1d",
+        ])
+        .run();
+    assert_eq!(check.code, 1, "{}", check.stdout);
+    assert!(
+        check.stdout.contains("its last drill failed"),
+        "{}",
+        check.stdout
+    );
+
+    // A refresh keeps the drill's result on the replica.
+    snap(&c.name, &[]);
+    push(&[&c.name]).assert_success();
+    assert!(!incus_standby_tests::config_get(&standby, "user.incus-standby.drill").is_empty());
+}
+
+#[test]
+fn a_drill_killed_midway_is_cleaned_up_by_the_next_one_on_btrfs() {
+    let _serial = serial();
+    let name = unique("vol-drbt");
+    // The volume first: the instance, dropped before it, must let go of it.
+    let v = Volume::create("primary", "btrfs", &format!("{name}-data"));
+    let c = Instance::builder("local", &name).storage("btrfs").build();
+    incus_ok(&[
+        "config",
+        "device",
+        "add",
+        &name,
+        "data",
+        "disk",
+        "pool=btrfs",
+        &format!("source={}", v.name),
+        "path=/data",
+    ]);
+    c.exec("echo db > /data/db");
+    snap(&name, &[]);
+    push(&[&name]).assert_success();
+    let out = tool("incus-failover")
+        .args(["drill", "--standby", "standby", &name])
+        .env("FAILPOINTS", "drill::after-clone=return(abort)")
+        .run();
+    assert_eq!(out.code, 134, "not killed there: {out:?}");
+    assert!(incus_standby_tests::instance_exists(
+        &format!("standby:{name}-drill"),
+        None
+    ));
+    // btrfs clones copy on write: no opt-in needed.
+    let out = drill(&name, &["--probe", "test -s /data/db"]);
+    out.assert_success();
+    assert_eq!(out.records_of("drill")[0]["full_copy"], false);
+    assert!(!incus_standby_tests::instance_exists(
+        &format!("standby:{name}-drill"),
+        None
+    ));
+    let clones = incus_ok(&[
+        "storage",
+        "volume",
+        "list",
+        "standby:btrfs",
+        "-f",
+        "csv",
+        "-c",
+        "n",
+    ]);
+    assert!(!clones.contains("-drill-"), "{clones}");
+}
