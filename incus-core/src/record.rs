@@ -325,6 +325,51 @@ pub struct FencedRecord {
     pub dry_run: bool,
 }
 
+/// A custom volume selected by itself (`--volume`), not through an instance.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VolumeAddress {
+    pub remote: String,
+    pub project: String,
+    pub pool: String,
+    pub volume: String,
+}
+
+impl std::fmt::Display for VolumeAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}/{}", self.remote, self.pool, self.volume)
+    }
+}
+
+/// `volume-snapshot`: a snapshot of a volume selected by itself (incus-snap --volume).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeSnapshotRecord {
+    #[serde(flatten)]
+    pub of: VolumeAddress,
+    pub name: String,
+    #[serde(serialize_with = "time")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "optional_time")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// `volume-push`: a volume selected by itself was replicated (or found current).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumePushRecord {
+    #[serde(flatten)]
+    pub of: VolumeAddress,
+    pub target_remote: String,
+    pub target_project: String,
+    /// `copied`, `refreshed` or `up-to-date`.
+    pub status: String,
+    pub snapshots: Vec<String>,
+    /// The snapshot the replica volume was restored to (its newest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<String>,
+    pub seconds: f64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
 /// `drill`: a clone of the replica was started on the standby, to prove it can run there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DrillRecord {
@@ -473,6 +518,9 @@ pub struct ErrorRecord {
     pub project: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// The custom volume (`POOL/VOLUME`) a failure about a volume of its own concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
     pub message: String,
     /// The input line number, for malformed input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -487,6 +535,7 @@ impl ErrorRecord {
             remote: None,
             project: None,
             instance: None,
+            volume: None,
             message: one_line(message),
             line: None,
         }
@@ -545,6 +594,8 @@ pub enum Record {
     Fenced(FencedRecord),
     FailedBack(FailedBackRecord),
     Drill(DrillRecord),
+    VolumeSnapshot(VolumeSnapshotRecord),
+    VolumePush(VolumePushRecord),
     Token(TokenRecord),
     Trusted(TrustedRecord),
     Certificate(CertificateRecord),
@@ -588,6 +639,20 @@ impl InputRecord {
             remote.to_string(),
             self.str("project").map(str::to_string),
             instance.to_string(),
+        ))
+    }
+
+    /// The volume a `volume-snapshot` or `volume-push` record names: remote, project (if
+    /// given), `POOL/VOLUME`.
+    pub fn volume(&self) -> Option<(String, Option<String>, String, String)> {
+        if !matches!(self.kind(), "volume-snapshot" | "volume-push") {
+            return None;
+        }
+        Some((
+            self.str("remote")?.to_string(),
+            self.str("project").map(str::to_string),
+            self.str("pool")?.to_string(),
+            self.str("volume")?.to_string(),
         ))
     }
 }
@@ -889,6 +954,7 @@ impl Output {
                 remote: of.map(|o| o.remote.clone()),
                 project: of.map(|o| o.project.clone()),
                 instance: of.map(|o| o.instance.clone()),
+                volume: None,
                 message: one_line(message),
                 line: None,
             },
@@ -904,6 +970,23 @@ impl Output {
                 remote: Some(remote.to_string()),
                 project: project.map(str::to_string),
                 instance: None,
+                volume: None,
+                message: one_line(message),
+                line: None,
+            },
+        );
+    }
+
+    /// Reports a failure about a custom volume selected by itself (`--volume`).
+    pub fn volume_error(&self, remote: &str, project: &str, volume: &str, message: &str) {
+        self.report(
+            Some(format!("{remote}:{volume}")),
+            ErrorRecord {
+                tool: self.tool.to_string(),
+                remote: Some(remote.to_string()),
+                project: Some(project.to_string()),
+                instance: None,
+                volume: Some(volume.to_string()),
                 message: one_line(message),
                 line: None,
             },
@@ -1497,6 +1580,7 @@ mod tests {
                 remote: Some("local".into()),
                 project: Some("prod".into()),
                 instance: Some("web".into()),
+                volume: None,
                 message: "failed".into(),
                 line: Some(3),
             }),

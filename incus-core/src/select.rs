@@ -35,6 +35,10 @@ pub struct TargetArgs {
     /// Only instances that are stopped
     #[arg(long)]
     pub stopped: bool,
+    /// A custom volume that no instance attaches: [REMOTE:]POOL/VOLUME (repeatable). Volumes
+    /// an instance attaches travel with it already
+    #[arg(long = "volume", value_name = "[REMOTE:]POOL/VOLUME")]
+    pub volumes: Vec<String>,
 }
 
 /// Clients per remote and project, made once.
@@ -90,10 +94,21 @@ pub struct Selected {
     pub instance: Instance,
 }
 
-/// What a tool works on: the input records (already forwarded) and the instances chosen.
+/// One chosen volume (selected by itself, not through an instance).
+#[derive(Debug, Clone)]
+pub struct SelectedVolume {
+    pub of: crate::record::VolumeAddress,
+    pub volume: crate::api::volumes::VolumeRef,
+    pub client: Client,
+    pub read: crate::api::volumes::Volume,
+}
+
+/// What a tool works on: the input records (already forwarded) and the instances and
+/// volumes chosen.
 pub struct Selection {
     pub input: Vec<InputRecord>,
     pub instances: Vec<Selected>,
+    pub volumes: Vec<SelectedVolume>,
     pub connections: Connections,
 }
 
@@ -132,10 +147,11 @@ pub fn gather(args: &TargetArgs, output: &Output) -> Result<Selection, Error> {
         .collect::<Result<Vec<_>, _>>()?;
     let connections = Connections::load().map_err(usage)?;
     let mut wants = named(args, &connections)?;
+    let mut volume_wants = named_volumes(args, &connections)?;
     let piped = stdin_has_data_source();
-    if wants.is_empty() && !piped {
+    if wants.is_empty() && volume_wants.is_empty() && !piped {
         return Err(usage(
-            "no instances named: give [REMOTE:]INSTANCE, REMOTE:, --all, or pipe records from another incus tool",
+            "no instances named: give [REMOTE:]INSTANCE, REMOTE:, --all, --volume POOL/VOLUME, or pipe records from another incus tool",
         ));
     }
     let input = if piped {
@@ -144,6 +160,14 @@ pub fn gather(args: &TargetArgs, output: &Output) -> Result<Selection, Error> {
         Vec::new()
     };
     for record in &input {
+        if let Some((remote, project, pool, name)) = record.volume() {
+            volume_wants.push((
+                remote,
+                project,
+                crate::api::volumes::VolumeRef::new(&pool, &name),
+            ));
+            continue;
+        }
         if let Some((remote, project, name)) = record.instance() {
             wants.push(Want::Instance {
                 remote,
@@ -172,11 +196,82 @@ pub fn gather(args: &TargetArgs, output: &Output) -> Result<Selection, Error> {
         }
     }
     let instances = chooser.chosen;
+    let volumes = choose_volumes(volume_wants, &connections, output);
     Ok(Selection {
         input,
         instances,
+        volumes,
         connections,
     })
+}
+
+type VolumeWant = (String, Option<String>, crate::api::volumes::VolumeRef);
+
+/// `--volume [REMOTE:]POOL/VOLUME`, their remotes checked.
+fn named_volumes(args: &TargetArgs, connections: &Connections) -> Result<Vec<VolumeWant>, Error> {
+    let default_remote = connections.remotes().default_remote().to_string();
+    let mut wants = Vec::new();
+    for text in &args.volumes {
+        let (remote, path) = match text.split_once(':') {
+            Some((remote, path)) => (remote.to_string(), path),
+            None => (default_remote.clone(), text.as_str()),
+        };
+        let volume = crate::api::volumes::VolumeRef::parse(path).ok_or_else(|| {
+            usage(format!(
+                "--volume \"{text}\": expected [REMOTE:]POOL/VOLUME, e.g. default/share"
+            ))
+        })?;
+        connections.remotes().get(&remote).map_err(usage)?;
+        wants.push((remote, args.project.clone(), volume));
+    }
+    Ok(wants)
+}
+
+/// The volumes wanted, each once, read on their server; what cannot be found is reported.
+fn choose_volumes(
+    wants: Vec<VolumeWant>,
+    connections: &Connections,
+    output: &Output,
+) -> Vec<SelectedVolume> {
+    let mut chosen: Vec<SelectedVolume> = Vec::new();
+    for (remote, project, volume) in wants {
+        let client = match connections.client(&remote, project.as_deref()) {
+            Ok(client) => client,
+            Err(e) => {
+                let project = project.unwrap_or_else(|| "default".to_string());
+                output.volume_error(&remote, &project, &volume.to_string(), &e.to_string());
+                continue;
+            }
+        };
+        let of = crate::record::VolumeAddress {
+            remote: remote.clone(),
+            project: client.project().to_string(),
+            pool: volume.pool.clone(),
+            volume: volume.name.clone(),
+        };
+        if chosen.iter().any(|c| c.of == of) {
+            continue;
+        }
+        match crate::api::volumes::get(&client, &volume) {
+            Ok(Some((read, _))) => chosen.push(SelectedVolume {
+                of,
+                volume,
+                client,
+                read,
+            }),
+            Ok(None) => output.volume_error(
+                &remote,
+                client.project(),
+                &volume.to_string(),
+                &format!(
+                    "no custom volume \"{}\" on pool \"{}\" of remote \"{remote}\"; check with `incus storage volume list {remote}:{}`",
+                    volume.name, volume.pool, volume.pool
+                ),
+            ),
+            Err(e) => output.volume_error(&remote, client.project(), &volume.to_string(), &e.to_string()),
+        }
+    }
+    chosen
 }
 
 /// The instances named on the command line (not yet stdin's), their remotes checked.

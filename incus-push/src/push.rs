@@ -21,7 +21,7 @@ pub fn run(args: &Args, output: &Output) -> Result<()> {
         .remotes()
         .get(&args.to)
         .map_err(|e| usage(format!("--to: {e}")))?;
-    if selection.instances.is_empty() {
+    if selection.instances.is_empty() && selection.volumes.is_empty() {
         return Ok(());
     }
     // A configuration that cannot make a client (bad certificate files) fails the run.
@@ -63,5 +63,16 @@ pub fn run(args: &Args, output: &Output) -> Result<()> {
         }
     });
     total.finish_and_clear();
+    incus_core::parallel::map(&selection.volumes, args.jobs, |selected| {
+        match replicator.replicate_volume(selected) {
+            Ok(record) => output.emit(&Record::VolumePush(record)),
+            Err(message) => output.volume_error(
+                &selected.of.remote,
+                &selected.of.project,
+                &selected.volume.to_string(),
+                &format!("copying volume {} to {}: {message}", selected.of, args.to),
+            ),
+        }
+    });
     Ok(())
 }

@@ -11,8 +11,8 @@ use incus_core::client::Client;
 use incus_core::duration::ExpiryDuration;
 use incus_core::interrupt;
 use incus_core::pattern::{DEFAULT_PATTERN, SnapshotPattern};
-use incus_core::record::{Output, Record, SnapshotRecord};
-use incus_core::select::{Selected, TargetArgs, gather};
+use incus_core::record::{Output, Record, SnapshotRecord, VolumeSnapshotRecord};
+use incus_core::select::{Selected, SelectedVolume, TargetArgs, gather};
 
 /// Why one instance's snapshot was not taken: the line of its `error` record.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +114,19 @@ pub fn run(args: &SnapArgs, output: &Output) -> Result<()> {
         return Err(usage("--jobs must be at least 1"));
     }
     let selection = gather(&args.targets, output)?;
+    incus_core::parallel::map(
+        &selection.volumes,
+        args.jobs,
+        |selected| match snapshot_volume(selected, &pattern, expiry.as_ref()) {
+            Ok(record) => output.emit(&Record::VolumeSnapshot(record)),
+            Err(e) => output.volume_error(
+                &selected.of.remote,
+                &selected.of.project,
+                &selected.volume.to_string(),
+                &e.to_string(),
+            ),
+        },
+    );
     incus_core::parallel::map(&selection.instances, args.jobs, |selected| {
         let freeze = args
             .freeze
@@ -178,6 +191,45 @@ fn snapshot(
     })
 }
 
+/// A snapshot of a volume selected by itself (`--volume`), named and expiring as an
+/// instance's.
+fn snapshot_volume(
+    selected: &SelectedVolume,
+    pattern: &SnapshotPattern,
+    expiry: Option<&ExpiryDuration>,
+) -> Result<VolumeSnapshotRecord, SnapError> {
+    let client = &selected.client;
+    let now = Utc::now();
+    let existing = volumes::snapshots(client, &selected.volume)?;
+    let name = if pattern.has_counter() {
+        let names: Vec<&str> = existing.iter().map(|s| s.name.as_str()).collect();
+        pattern
+            .next_name(now, &names)
+            .ok_or(SnapError::NoFreeName)?
+    } else {
+        pattern.render(now)
+    };
+    if existing.iter().any(|s| s.name == name) {
+        return Err(SnapError::Exists { name });
+    }
+    let expires_at: Option<DateTime<Utc>> = expiry.and_then(|d| d.add_to(now));
+    volumes::create_snapshot(client, &selected.volume, &name, expires_at).map_err(|e| {
+        SnapError::Create {
+            name: name.clone(),
+            message: e.message(),
+        }
+    })?;
+    let taken = volumes::snapshots(client, &selected.volume)?
+        .into_iter()
+        .find(|s| s.name == name);
+    Ok(VolumeSnapshotRecord {
+        of: selected.of.clone(),
+        created_at: taken.as_ref().map_or(now, |s| s.created_at),
+        expires_at: taken.and_then(|s| s.expires_at),
+        name,
+    })
+}
+
 /// What [`Group::take`] took: the volumes snapshotted (`POOL/NAME`), and those whose
 /// snapshot this call made (not one another instance of the run made first).
 struct Taken {
@@ -231,7 +283,8 @@ impl Group<'_> {
                 Ok(()) => made.push(volume),
                 Err(e)
                     if e.message().contains("UNIQUE constraint")
-                        || e.message().contains("already exists") => {}
+                        || e.message().contains("already exists")
+                        || e.message().contains("already in use") => {}
                 Err(e) => {
                     self.take_back(&made);
                     return Err(SnapError::Volume {

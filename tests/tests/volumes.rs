@@ -709,3 +709,53 @@ fn a_drill_killed_midway_is_cleaned_up_by_the_next_one_on_btrfs() {
     ]);
     assert!(!clones.contains("-drill-"), "{clones}");
 }
+
+#[test]
+fn a_volume_no_instance_attaches_is_selected_by_itself() {
+    let _serial = serial();
+    let v = Volume::create("primary", "default", &unique("vol-alone"));
+    let address = format!("primary:default/{}", v.name);
+    let snapped = tool("incus-snap")
+        .args(["--volume", &address, "--expiry", "1d"])
+        .run();
+    snapped.assert_success();
+    let record = &snapped.records_of("volume-snapshot")[0];
+    let name = record["name"].as_str().unwrap_or_default().to_string();
+    assert_eq!(record["volume"], v.name.as_str());
+    // Piped: incus-push replicates the volumes the records name.
+    let out = tool("incus-push")
+        .args(["--to", "standby"])
+        .stdin(snapped.stdout.clone())
+        .run();
+    out.assert_success();
+    let pushed = &out.records_of("volume-push")[0];
+    assert_eq!(pushed["status"], "copied", "{}", out.stdout);
+    assert_eq!(pushed["restored"], name.as_str());
+    assert_eq!(
+        volume_snapshots("standby", "default", &v.name),
+        [name.as_str()]
+    );
+    assert_eq!(
+        volume_config("standby", "default", &v.name, "user.incus-standby.restored"),
+        name
+    );
+    let out = push(&["--volume", &address]);
+    out.assert_success();
+    assert_eq!(out.records_of("volume-push")[0]["status"], "up-to-date");
+
+    // Bad input: a clear line, nothing done.
+    let out = push(&["--volume", "share"]);
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(
+        out.first_error().contains("[REMOTE:]POOL/VOLUME"),
+        "{}",
+        out.stdout
+    );
+    let out = push(&["--volume", "primary:default/no-such-volume"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.first_error().contains("no custom volume"),
+        "{}",
+        out.stdout
+    );
+}

@@ -175,7 +175,8 @@ pub fn snapshot_attached(client: &Client, instance: &str, name: &str) -> Result<
             Ok(()) => {}
             Err(e)
                 if e.message().contains("UNIQUE constraint")
-                    || e.message().contains("already exists") => {}
+                    || e.message().contains("already exists")
+                    || e.message().contains("already in use") => {}
             Err(e) => return Err(e),
         }
         taken.push(a.volume.to_string());

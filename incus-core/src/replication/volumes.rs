@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use crate::api::volumes::{self, Attached, Volume, VolumeRef, VolumeSnapshot, VolumeTransfer};
 use crate::client::{Client, WaitOptions};
 use crate::markers::{SourceId, VolumeMarkers, volume_source};
-use crate::record::VolumeRecord;
+use crate::record::{VolumePushRecord, VolumeRecord};
 
 use super::Replicator;
 use super::error::Error;
@@ -434,7 +434,6 @@ impl Replicator<'_> {
         observed: &super::observe::Observed,
         decided: &super::plan::Decision,
     ) -> Result<(), Error> {
-        let source = &selected.client;
         let target = &self.target(observed);
         // On a clustered standby, a volume of a local pool must be on its instance's member.
         let placement = decided
@@ -442,46 +441,132 @@ impl Replicator<'_> {
             .as_deref()
             .or(decided.placement.as_deref().filter(|p| !p.starts_with('@')));
         for (side, decision) in observed.volumes.iter().zip(&decided.volumes) {
-            if !decision.needs_work() {
-                continue;
-            }
-            let volume = &decision.volume;
-            if decision.start == VolumeStart::CopyAgain {
-                volumes::delete(target, volume).map_err(|e| {
-                    Error::incus(
-                        format!(
-                            "removing the unfinished volume copy {}:{volume}",
-                            self.options.to
-                        ),
-                        e,
-                    )
-                })?;
-            }
-            // Marked as this source's, not synced: a cut first copy is known unfinished.
-            let mut config = decision.config.clone();
-            config.remove(crate::markers::key::SYNCED_AT);
-            config.remove(crate::markers::key::RESTORED);
-            let transfer = VolumeTransfer {
-                source,
-                volume,
-                read: &side.source,
-                target,
-                config: &config,
-                refresh: decision.start == VolumeStart::Refresh,
-                placement,
-            };
-            transfer
-                .run(self.options.mode, &WaitOptions::plain())
-                .map_err(|e| match e {
-                    crate::Error::Cancelled => Error::Interrupted {
-                        standby: self.options.to.clone(),
-                        instance: format!("volume {volume}"),
-                    },
-                    other => Error::incus(format!("sending volume {volume}"), other),
-                })?;
-            fail::fail_point!("push::after-volume-transfer", super::error::injected);
+            self.send_volume(&selected.client, target, side, decision, placement)?;
         }
         Ok(())
+    }
+
+    /// Sends one volume, when it needs it.
+    fn send_volume(
+        &self,
+        source: &Client,
+        target: &Client,
+        side: &VolumeSide,
+        decision: &VolumeDecision,
+        placement: Option<&str>,
+    ) -> Result<(), Error> {
+        if !decision.needs_work() {
+            return Ok(());
+        }
+        let volume = &decision.volume;
+        if decision.start == VolumeStart::CopyAgain {
+            volumes::delete(target, volume).map_err(|e| {
+                Error::incus(
+                    format!(
+                        "removing the unfinished volume copy {}:{volume}",
+                        self.options.to
+                    ),
+                    e,
+                )
+            })?;
+        }
+        // Marked as this source's, not synced: a cut first copy is known unfinished.
+        let mut config = decision.config.clone();
+        config.remove(crate::markers::key::SYNCED_AT);
+        config.remove(crate::markers::key::RESTORED);
+        let transfer = VolumeTransfer {
+            source,
+            volume,
+            read: &side.source,
+            target,
+            config: &config,
+            refresh: decision.start == VolumeStart::Refresh,
+            placement,
+        };
+        transfer
+            .run(self.options.mode, &WaitOptions::plain())
+            .map_err(|e| match e {
+                crate::Error::Cancelled => Error::Interrupted {
+                    standby: self.options.to.clone(),
+                    instance: format!("volume {volume}"),
+                },
+                other => Error::incus(format!("sending volume {volume}"), other),
+            })?;
+        fail::fail_point!("push::after-volume-transfer", super::error::injected);
+        Ok(())
+    }
+
+    /// Replicates a volume selected by itself (`--volume`): copied or refreshed with its
+    /// snapshots, restored to its newest snapshot, inert and marked, as an attached volume
+    /// is. One that an instance of this run attaches was replicated with it.
+    pub fn replicate_volume(
+        &self,
+        selected: &crate::select::SelectedVolume,
+    ) -> Result<VolumePushRecord, Error> {
+        let started = std::time::Instant::now();
+        let options = self.options;
+        let source = &selected.client;
+        let target_project = options
+            .target_project
+            .clone()
+            .unwrap_or_else(|| selected.of.project.clone());
+        let target = self.standby.in_project(&target_project);
+        let fingerprint = source.server()?.environment.certificate_fingerprint.clone();
+        if fingerprint == self.standby_fingerprint {
+            return Err(Error::Unsafe(format!(
+                "{} and {} are the same server; --to must name the standby",
+                selected.of.remote, options.to
+            )));
+        }
+        let lock_name = super::lock::lock_name(&[
+            super::short_fingerprint(&self.standby_fingerprint),
+            &target_project,
+            &format!("volume-{}-{}", selected.volume.pool, selected.volume.name),
+        ]);
+        let _lock = super::lock::try_lock(&super::lock::lock_dir(), &lock_name)
+            .map_err(|e| Error::Unsafe(e.to_string()))?
+            .ok_or_else(|| {
+                Error::Busy(format!(
+                    "another incus-push is replicating volume {} right now; skipped (the next run will converge)",
+                    selected.volume
+                ))
+            })?;
+        let attached = [Attached {
+            device: String::new(),
+            volume: selected.volume.clone(),
+            path: None,
+        }];
+        let sides = self.observe_volumes(source, &target, "", &attached, &fingerprint)?;
+        let Some(side) = sides.first() else {
+            return Err(Error::Unsafe(format!(
+                "volume {} was not read",
+                selected.volume
+            )));
+        };
+        let newest = ids(&side.source_snapshots).pop();
+        let point = newest.as_ref().map(|s| (s.name.as_str(), s.created_at));
+        let decision = decide(side, point, &options.to, Utc::now())?;
+        if !options.dry_run && decision.needs_work() {
+            self.send_volume(source, &target, side, &decision, None)?;
+            crate::interrupt::without_interruption(|| {
+                self.finish_volumes(
+                    &target,
+                    std::slice::from_ref(side),
+                    std::slice::from_ref(&decision),
+                )
+            })?;
+        }
+        let record = decision.record();
+        Ok(VolumePushRecord {
+            of: selected.of.clone(),
+            target_remote: options.to.clone(),
+            target_project,
+            status: record.status,
+            snapshots: record.snapshots,
+            restored: record.restored,
+            seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            dry_run: options.dry_run,
+        })
     }
 
     /// Restores each replica volume to its instance's moment and writes its configuration
