@@ -145,10 +145,10 @@ impl Problem {
                 "disk {device}'s custom volume {volume} on the standby lacks the snapshot {snapshot} the replica is at: refresh the volume there"
             ),
             Problem::CpuLimit { limit, host_cpus } => format!(
-                "limits.cpu {limit} asks for CPUs the standby lacks (it has {host_cpus}): lower it on the replica or its profile"
+                "limits.cpu {limit} asks for CPUs the standby lacks (it has {host_cpus}): lower it on the instance or its profile, then push again"
             ),
             Problem::MemoryLimit { limit, host_memory } => format!(
-                "limits.memory {limit} is more than the standby's memory ({}): lower it on the replica or its profile",
+                "limits.memory {limit} is more than the standby's memory ({}): lower it on the instance or its profile, then push again",
                 bytes(*host_memory)
             ),
             other => other.to_string(),
