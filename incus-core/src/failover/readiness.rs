@@ -245,8 +245,8 @@ pub struct ProjectFacts {
 impl StandbyFacts {
     /// Reads the standby's networks, storage pools and host resources, and the profiles and
     /// custom volumes of each project: a constant number of requests per run (one per
-    /// storage pool and project for the volumes). Resources a restricted client cannot read
-    /// are left out (not checked).
+    /// storage pool and project for the volumes). A project the standby lacks, and host
+    /// resources a restricted client cannot read, are left out (not checked).
     pub fn read<'a>(
         standby: &Client,
         replica_projects: impl IntoIterator<Item = &'a str>,
@@ -264,11 +264,16 @@ impl StandbyFacts {
                 continue;
             }
             let client = standby.in_project(project);
+            // A project the standby lacks holds no replica: nothing to check there.
+            let profiles = match profiles::names(&client) {
+                Err(e) if e.is_not_found() => continue,
+                other => other?,
+            };
             let listing = projects::pool_listing(&client)?;
             facts.projects.insert(
                 project.to_string(),
                 ProjectFacts {
-                    profiles: profiles::names(&client)?.into_iter().collect(),
+                    profiles: profiles.into_iter().collect(),
                     volumes: listing
                         .volumes
                         .into_iter()
