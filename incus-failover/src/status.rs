@@ -3,7 +3,6 @@
 //! function of what the two servers said and the time; the rest reads the servers and
 //! prints.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -14,7 +13,8 @@ use incus_core::api::instances::{self, Instance};
 use incus_core::api::snapshots::{self, Snapshot};
 use incus_core::api::{networks, volumes};
 use incus_core::duration::ExpiryDuration;
-use incus_core::failover::{Pair, PairArgs, Pairs, readiness, resolve};
+use incus_core::failover::readiness::{self, StandbyFacts};
+use incus_core::failover::{Pair, PairArgs, Pairs, resolve};
 use incus_core::markers::{PrimaryMarkers, ReplicaMarkers};
 use incus_core::record::{Format, Output, PrimaryState, Record, StatusRecord, VolumeStatus};
 
@@ -135,7 +135,7 @@ pub fn assess(
     standby: &str,
     primary: &PrimaryView,
     replica: Option<&ReplicaView>,
-    standby_networks: &BTreeSet<String>,
+    standby_facts: &StandbyFacts,
     now: DateTime<Utc>,
 ) -> StatusRecord {
     let mut record = primary_status(pair, standby, primary);
@@ -187,14 +187,11 @@ pub fn assess(
     // Promoted, yet running nowhere (a start that failed, a replica stopped by hand).
     record.service_down =
         record.promoted && !record.replica_running && record.primary_running != Some(true);
-    record.problems = readiness::problems(
-        &replica.instance,
-        &replica.snapshots,
-        Some(standby_networks),
-    )
-    .iter()
-    .map(ToString::to_string)
-    .collect();
+    record.problems =
+        readiness::problems(&replica.instance, &replica.snapshots, Some(standby_facts))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
     if record.service_down {
         record.problems.insert(
             0,
@@ -284,10 +281,17 @@ fn gather(
             }
         }
     }
-    let networks: BTreeSet<String> = networks::names(&pairs.standby)
-        .map_err(|e| incus_core::failover::Error::incus(format!("the standby {standby}"), e))?
-        .into_iter()
+    // What every replica needs of the standby (networks, pools, profiles, volumes, CPUs,
+    // memory), read once.
+    let mut projects: Vec<&str> = pairs
+        .pairs
+        .iter()
+        .map(|p| p.replica_project.as_str())
         .collect();
+    projects.sort_unstable();
+    projects.dedup();
+    let standby_facts = StandbyFacts::read(&pairs.standby, projects)
+        .map_err(|e| incus_core::failover::Error::incus(format!("the standby {standby}"), e))?;
     let now = Utc::now();
     let mut records = Vec::new();
     for pair in &pairs.pairs {
@@ -305,7 +309,7 @@ fn gather(
                     }
                     replica.as_ref()
                 },
-                &networks,
+                &standby_facts,
                 now,
             )),
             Err(e) => output.error(Some(&pair.of), &e.to_string()),
@@ -790,7 +794,7 @@ mod tests {
             "standby",
             &up(true, vec![snap("s2", 2000)]),
             Some(&replica),
-            &BTreeSet::new(),
+            &StandbyFacts::default(),
             at(2600),
         );
         assert!(r.ready, "{:?}", r.problems);
@@ -812,7 +816,7 @@ mod tests {
             "standby",
             &PrimaryView::Unreachable("refused".into()),
             Some(&replica),
-            &BTreeSet::new(),
+            &StandbyFacts::default(),
             at(2600),
         );
         assert_eq!(r.primary, PrimaryState::Unreachable);
@@ -844,7 +848,7 @@ mod tests {
             "standby",
             &PrimaryView::Missing,
             Some(&replica),
-            &BTreeSet::new(),
+            &StandbyFacts::default(),
             at(1),
         );
         assert!(!r.ready);
@@ -858,7 +862,7 @@ mod tests {
             "standby",
             &PrimaryView::Missing,
             None,
-            &BTreeSet::new(),
+            &StandbyFacts::default(),
             at(1),
         );
         assert!(!none.ready);
@@ -877,7 +881,7 @@ mod tests {
             "standby",
             &up(false, vec![]),
             Some(&replica),
-            &BTreeSet::new(),
+            &StandbyFacts::default(),
             at(3000),
         );
         assert!(r.service_down && r.promoted && !r.ready);
@@ -892,7 +896,7 @@ mod tests {
             "standby",
             &up(false, vec![]),
             Some(&replica),
-            &BTreeSet::new(),
+            &StandbyFacts::default(),
             at(3000),
         );
         assert!(!r.service_down);
@@ -911,7 +915,7 @@ mod tests {
             "standby",
             &up(true, vec![]),
             Some(&replica),
-            &BTreeSet::new(),
+            &StandbyFacts::default(),
             at(3000),
         );
         assert!(r.split_brain && r.promoted);
@@ -929,7 +933,7 @@ mod tests {
                 "standby",
                 &up(true, vec![]),
                 Some(&replica),
-                &BTreeSet::new(),
+                &StandbyFacts::default(),
                 at(now),
             )
         };
@@ -947,7 +951,7 @@ mod tests {
             "standby",
             &up(false, vec![]),
             Some(&replica),
-            &BTreeSet::new(),
+            &StandbyFacts::default(),
             at(2600),
         );
         r.of.instance = "we\"b".into();

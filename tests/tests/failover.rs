@@ -741,3 +741,117 @@ fn a_resumed_failback_never_reuses_a_final_snapshot_the_copy_ran_after() {
         "after-the-cut"
     );
 }
+
+/// What a refused promotion must leave alone: the primary copy as it was (running, not fenced,
+/// same configuration) and the replica neither started nor marked.
+fn primary_state(name: &str) -> String {
+    incus_ok(&["config", "show", name])
+}
+
+/// `status` calls the replica not ready with `problem`, and `promote` is refused before
+/// anything changes: its error names `device` (the refusal says what to do), no step is taken,
+/// the primary copy runs untouched, the replica is not started.
+#[track_caller]
+fn assert_not_ready_and_refused(name: &str, problem: &str, device: &str) {
+    let record = the_status(name);
+    assert_eq!(record["ready"], false, "{record}");
+    assert!(record["problems"].to_string().contains(problem), "{record}");
+    let before = primary_state(name);
+    let out = failover(&["promote", "--standby", "standby", name]);
+    out.assert_code(1);
+    let error = out.first_error();
+    assert!(error.contains(device), "{error}");
+    assert!(error.contains("nothing was changed"), "{error}");
+    assert!(out.records_of("step").is_empty(), "{}", out.stdout);
+    assert_eq!(status_of(name), "RUNNING");
+    assert_eq!(config_get(name, "user.incus-standby.fenced"), "");
+    assert_eq!(primary_state(name), before, "the primary copy was changed");
+    let standby = format!("standby:{name}");
+    assert_eq!(status_of(&standby), "STOPPED");
+    assert_eq!(config_get(&standby, "user.incus-standby.promoted"), "");
+}
+
+/// A replica whose NIC uses a network the standby lacks is not ready, and its promotion is
+/// refused with the primary untouched (#18). Incus refuses to create a replica with such a NIC,
+/// and to delete a network in use; so the standby gets a managed network of that name for the
+/// push (a macvlan one on the primary's bridge: both lab daemons share the host's interfaces),
+/// then loses it from its database, as a standby rebuilt without it would. The bridge's host
+/// interface stays listed on the standby, unmanaged: a NIC's `network` needs a managed one.
+#[test]
+fn a_replica_whose_network_the_standby_lacks_is_not_ready_and_not_promoted() {
+    let _serial = serial();
+    let network = unique("rdy");
+    incus_ok(&[
+        "network",
+        "create",
+        &format!("local:{network}"),
+        "--type=bridge",
+        "ipv4.address=none",
+        "ipv6.address=none",
+    ]);
+    let name = unique("fo-nonet");
+    let result = std::panic::catch_unwind(|| {
+        incus_ok(&[
+            "network",
+            "create",
+            &format!("standby:{network}"),
+            "--type=macvlan",
+            &format!("parent={network}"),
+        ]);
+        let c = Instance::builder("local", &name).stopped().build();
+        incus_ok(&[
+            "config",
+            "device",
+            "add",
+            &name,
+            "eth0",
+            "nic",
+            &format!("network={network}"),
+            "-q",
+        ]);
+        c.start();
+        c.snapshot("s1");
+        push(&name);
+        Cmd::new("incus")
+            .env("INCUS_DIR", lab().standby_dir())
+            .args([
+                "admin",
+                "sql",
+                "global",
+                &format!("DELETE FROM networks WHERE name='{network}'"),
+            ])
+            .run()
+            .assert_success();
+        assert_not_ready_and_refused(&name, &format!("managed network {network}"), "NIC eth0");
+        drop(c);
+    });
+    let _ = incus_standby_tests::incus(&["delete", "--force", &name]);
+    let _ = incus_standby_tests::incus(&["delete", "--force", &format!("standby:{name}")]);
+    let _ = incus_standby_tests::incus(&["network", "delete", &format!("local:{network}")]);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// A replica pinned to CPUs the standby lacks is not ready, and its promotion is refused with
+/// the primary untouched (Incus itself starts such a container: only our check stops it).
+#[test]
+fn a_replica_pinned_to_cpus_the_standby_lacks_is_not_ready_and_not_promoted() {
+    let _serial = serial();
+    let resources: Value =
+        serde_json::from_str(&incus_ok(&["query", "standby:/1.0/resources"])).unwrap_or_default();
+    let cpus = resources["cpu"]["total"].as_u64().unwrap_or(0);
+    assert!(
+        cpus > 0,
+        "no CPU count in the standby's resources: {resources}"
+    );
+    // One CPU more than the standby has.
+    let pin = format!("0-{cpus}");
+    let name = unique("fo-cpu");
+    let c = Instance::builder("local", &name)
+        .config("limits.cpu", &pin)
+        .build();
+    c.snapshot("s1");
+    push(&name);
+    assert_not_ready_and_refused(&name, &format!("limits.cpu {pin}"), "limits.cpu");
+}

@@ -25,6 +25,9 @@ pub struct Instance {
     pub architecture: String,
     #[serde(default, deserialize_with = "nullable")]
     pub config: BTreeMap<String, String>,
+    /// Its configuration with its profiles' applied (`limits.cpu` may come from a profile).
+    #[serde(default, deserialize_with = "nullable")]
+    pub expanded_config: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "nullable")]
     pub devices: BTreeMap<String, Device>,
     #[serde(default, deserialize_with = "nullable")]

@@ -11,6 +11,7 @@ pub mod networks;
 pub mod operations;
 pub mod profiles;
 pub mod projects;
+pub mod resources;
 pub mod server;
 pub mod snapshots;
 pub mod volumes;

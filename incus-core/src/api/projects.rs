@@ -54,6 +54,12 @@ pub fn pool_exists(client: &Client, pool: &str) -> Result<bool> {
     }
 }
 
+/// The names of the server's storage pools.
+pub fn pool_names(client: &Client) -> Result<Vec<String>> {
+    let urls: Vec<String> = client.get("/storage-pools")?;
+    Ok(urls.iter().map(|url| super::last_segment(url)).collect())
+}
+
 /// The driver of a storage pool (`dir`, `btrfs`, `zfs`, `lvm`, …).
 pub fn pool_driver(client: &Client, pool: &str) -> Result<String> {
     let pool: Pool = client.get(&format!("/storage-pools/{}", escape(pool)))?;

@@ -47,7 +47,7 @@ use crate::select::Selected;
 use super::error::Error;
 use super::fence::{PrimaryFacts, describe_fence, describe_stop, fence_primary, read_replica};
 use super::pairs::{Pair, PairArgs, Pairs, resolve};
-use super::readiness;
+use super::readiness::{self, Problem, StandbyFacts};
 use super::runner::{LeaseSpec, Runner, Sequence};
 use super::step::{Flow, Step};
 
@@ -90,8 +90,10 @@ pub struct PromotionFacts {
     pub replica: ReplicaMarkers,
     /// The replica's newest snapshot.
     pub replica_newest: Option<snapshots::Snapshot>,
-    /// Problems that keep the replica from taking over (see [`readiness`]).
-    pub blocking: Vec<String>,
+    /// Problems that keep the replica from taking over (see [`readiness`]). What the
+    /// replica needs of the standby is checked once, on the run's first reading: before
+    /// anything changes.
+    pub blocking: Vec<Problem>,
     /// The primary copy (planned); `None` in an emergency.
     pub primary: Option<PrimaryFacts>,
 }
@@ -100,7 +102,7 @@ pub struct PromotionFacts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PromotionState {
     Running,
-    NotReady(Vec<String>),
+    NotReady(Vec<Problem>),
     Serving,
     FencedRunning,
     NoFinalSnapshot,
@@ -244,6 +246,22 @@ impl Promotions<'_> {
         } else {
             Emergency::default()
         };
+        let mut projects: Vec<&str> = self
+            .pairs
+            .pairs
+            .iter()
+            .map(|p| p.replica_project.as_str())
+            .collect();
+        projects.sort_unstable();
+        projects.dedup();
+        // What every replica needs of the standby, read once, before anything changes.
+        let standby_facts = StandbyFacts::read(&self.pairs.standby, projects).map_err(|e| {
+            Error::incus_left(
+                format!("reading what the standby {standby_name} has"),
+                e,
+                "; nothing was changed",
+            )
+        })?;
         order_by_priority(&mut self.pairs, self.output);
         let replicator = if self.options.emergency {
             None
@@ -253,7 +271,7 @@ impl Promotions<'_> {
                     .map_err(|e| Error::incus(format!("the standby {standby_name}"), e))?,
             )
         };
-        let emergencies = self.promote_each(replicator.as_ref());
+        let emergencies = self.promote_each(replicator.as_ref(), &standby_facts);
         if emergencies > 0 && !self.options.dry_run {
             for note in &emergency.fence_by_hand {
                 self.output.note(note);
@@ -263,7 +281,7 @@ impl Promotions<'_> {
     }
 
     /// Promotes every pair; returns how many emergency promotions started a replica.
-    fn promote_each(&self, replicator: Option<&Replicator>) -> usize {
+    fn promote_each(&self, replicator: Option<&Replicator>, standby_facts: &StandbyFacts) -> usize {
         let runner = Runner {
             output: self.output,
             dry_run: self.options.dry_run,
@@ -279,6 +297,7 @@ impl Promotions<'_> {
                 options: self.options,
                 sync: &self.sync,
                 replicator,
+                standby_facts,
                 final_name: format!("{FINAL_PREFIX}{}", Utc::now().format("%Y%m%d-%H%M%S")),
                 taken: std::sync::Mutex::new(None),
             };
@@ -435,6 +454,8 @@ struct Promotion<'a> {
     options: &'a PromoteOptions,
     sync: &'a Options,
     replicator: Option<&'a Replicator<'a>>,
+    /// What the standby has (networks, pools, profiles, volumes, CPUs, memory).
+    standby_facts: &'a StandbyFacts,
     /// The name of the final snapshot this run takes, if it takes one.
     final_name: String,
     /// The final snapshot once this run took it.
@@ -455,7 +476,7 @@ impl Promotion<'_> {
         let start = Instant::now();
         // Read as the final sync needs it (its final snapshot); --at and an emergency ignore
         // that part.
-        let before = self.observe_facts(if self.options.emergency {
+        let (mut before, replica) = self.observe_replica_and_facts(if self.options.emergency {
             &Target::Newest
         } else {
             &Target::FinalSnapshot
@@ -470,6 +491,22 @@ impl Promotion<'_> {
             _ if self.options.emergency => Target::Newest,
             _ => Target::FinalSnapshot,
         };
+        // Nothing done yet: the replica must be able to start on the standby, from the point
+        // it is taken to.
+        let untouched = before.replica.promoted.is_none()
+            && before.primary.as_ref().is_none_or(|p| p.fenced.is_none());
+        if untouched {
+            let point = match &target {
+                Target::FinalSnapshot => before.replica.restored.clone(),
+                Target::Newest => before.replica_newest.as_ref().map(|s| s.name.clone()),
+                Target::Point(point) => Some(point.snapshot.clone()),
+            };
+            before.blocking.extend(
+                readiness::dependencies(&replica, self.standby_facts, point.as_deref())
+                    .into_iter()
+                    .filter(Problem::blocks_promotion),
+            );
+        }
         let sequence = PromotionSequence {
             promotion: self,
             target: target.clone(),
@@ -526,6 +563,14 @@ impl Promotion<'_> {
 
     /// Reads the replica, and the primary copy for a planned promotion.
     fn observe_facts(&self, target: &Target) -> Result<PromotionFacts, Error> {
+        Ok(self.observe_replica_and_facts(target)?.0)
+    }
+
+    /// [`Self::observe_facts`], with the replica as read.
+    fn observe_replica_and_facts(
+        &self,
+        target: &Target,
+    ) -> Result<(PromotionFacts, crate::api::instances::Instance), Error> {
         let standby = self.standby();
         let (replica, _) = read_replica(&standby, self.standby_name, self.name())?;
         // Only an emergency starts from what the replica's snapshots say; what blocks a
@@ -535,13 +580,12 @@ impl Promotion<'_> {
         } else {
             Vec::new()
         };
-        let mut blocking: Vec<String> = readiness::problems(&replica, &snapshots, None)
-            .iter()
-            .filter(|p| p.blocks_promotion())
-            .map(|p| p.for_promotion())
+        let mut blocking: Vec<Problem> = readiness::problems(&replica, &snapshots, None)
+            .into_iter()
+            .filter(Problem::blocks_promotion)
             .collect();
         if self.options.emergency && snapshots.is_empty() {
-            blocking.push("it holds no snapshot".into());
+            blocking.push(Problem::NoSnapshot);
         }
         let markers = ReplicaMarkers::from_config(&replica.config);
         // Promoted and serving: done, whatever became of the primary.
@@ -551,13 +595,14 @@ impl Promotion<'_> {
         } else {
             Some(self.observe_primary(target)?)
         };
-        Ok(PromotionFacts {
+        let facts = PromotionFacts {
             replica_running: replica.is_running(),
             replica: markers,
             replica_newest: snapshots.last().cloned(),
             blocking,
             primary,
-        })
+        };
+        Ok((facts, replica))
     }
 
     fn observe_primary(&self, target: &Target) -> Result<PrimaryFacts, Error> {
@@ -645,6 +690,40 @@ impl Promotion<'_> {
         })
     }
 
+    /// Why a replica that cannot take over is refused, one line naming each problem and
+    /// what to do.
+    fn refusal(&self, problems: &[Problem]) -> String {
+        let list = problems
+            .iter()
+            .map(Problem::for_promotion)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let (standby, name) = (self.standby_name, self.name());
+        let own_state = problems.iter().any(|p| {
+            matches!(
+                p,
+                Problem::Running | Problem::NotOurs | Problem::Unfinished | Problem::NoSnapshot
+            )
+        });
+        if self.options.emergency {
+            let by_hand = if own_state {
+                " (start it by hand if it is what you want)"
+            } else {
+                ""
+            };
+            format!(
+                "{standby}:{name} is not a replica that can take over ({list}); nothing was changed{by_hand}"
+            )
+        } else if problems.iter().any(Problem::fixed_by_a_push) {
+            format!(
+                "the replica is not ready ({list}); nothing was changed: run incus-push --to {standby} {} first",
+                address(&self.pair.of)
+            )
+        } else {
+            format!("the replica {standby}:{name} cannot take over ({list}); nothing was changed")
+        }
+    }
+
     /// On a clustered standby, the member the promoted instance runs on.
     fn runs_on(&self) -> Option<String> {
         let standby = self.standby();
@@ -675,22 +754,7 @@ impl Sequence for PromotionSequence<'_> {
     fn next_step(&self, facts: &PromotionFacts) -> Result<Option<Step>, Error> {
         let state = PromotionState::of(facts, &self.target);
         if let PromotionState::NotReady(problems) = &state {
-            let p = self.promotion;
-            return Err(Error::Refused(if p.options.emergency {
-                format!(
-                    "{}:{} is not a replica that can take over ({}); nothing was changed (start it by hand if it is what you want)",
-                    p.standby_name,
-                    p.name(),
-                    problems.join("; ")
-                )
-            } else {
-                format!(
-                    "the replica is not ready ({}); nothing was changed: run incus-push --to {} {} first",
-                    problems.join("; "),
-                    p.standby_name,
-                    address(&p.pair.of)
-                )
-            }));
+            return Err(Error::Refused(self.promotion.refusal(problems)));
         }
         Ok(next_step(&state))
     }
@@ -1294,7 +1358,7 @@ mod tests {
     fn every_promotion_state_has_one_next_step() {
         let table = [
             (PromotionState::Running, None),
-            (PromotionState::NotReady(vec!["x".into()]), None),
+            (PromotionState::NotReady(vec![Problem::Running]), None),
             (PromotionState::Serving, Some(Step::Fence)),
             (PromotionState::FencedRunning, Some(Step::Stop)),
             (PromotionState::NoFinalSnapshot, Some(Step::FinalSnapshot)),
@@ -1342,7 +1406,7 @@ mod tests {
     fn a_replica_that_cannot_take_over_is_refused_before_the_fence_only() {
         let t = Target::FinalSnapshot;
         let mut f = replica();
-        f.blocking = vec!["its first copy never finished".into()];
+        f.blocking = vec![Problem::Unfinished];
         assert!(matches!(
             PromotionState::of(&f, &t),
             PromotionState::NotReady(_)
