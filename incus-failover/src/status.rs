@@ -11,7 +11,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use incus_core::api::instances::{self, Instance};
 use incus_core::api::snapshots::{self, Snapshot};
-use incus_core::api::{networks, volumes};
+use incus_core::api::volumes;
 use incus_core::duration::ExpiryDuration;
 use incus_core::failover::readiness::{self, StandbyFacts};
 use incus_core::failover::{Pair, PairArgs, Pairs, resolve};
@@ -983,7 +983,7 @@ mod tests {
             "standby",
             &up(true, vec![snap("s1", 1000), snap("s2", 2000)]),
             Some(&ready_replica()),
-            &BTreeSet::new(),
+            &StandbyFacts::default(),
             at(2100),
         );
         assert_eq!(
