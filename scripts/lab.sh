@@ -244,14 +244,23 @@ ensure_root() {
             die "the recipe of $root changed, but $d runs on it: scripts/lab.sh down, then up"
         fi
     done
+    # Labs that share INCUS_LAB_ROOTS build a root once: the first builds, the others wait.
+    mkdir -p "$ROOTS"
+    exec 9>"$ROOTS/.lock"
+    flock 9
+    if [ -x "$root/usr/libexec/incus/incusd" ] &&
+        [ "$(cat "$root/.lab-recipe" 2>/dev/null)" = "$want" ]; then
+        exec 9>&-
+        return 0
+    fi
     log "building the Incus $v root in $root (Debian trixie, a few minutes)"
     start=$SECONDS
-    mkdir -p "$ROOTS"
     rm -rf --one-file-system "$root.tmp"
     build_root_7_0 "$root.tmp"
     echo "$want" >"$root.tmp/.lab-recipe"
     rm -rf --one-file-system "$root"
     mv "$root.tmp" "$root"
+    exec 9>&-
     log "the Incus $v root is built in $((SECONDS - start)) s (incus-base $(dpkg-query \
         --admindir="$root/var/lib/dpkg" -W -f '${Version}' incus-base 2>/dev/null))"
 }
