@@ -2,12 +2,22 @@
 # The incus-standby test lab: two private Incus daemons ("primary" and "standby") on this
 # machine, listening on 127.0.0.1, with a tiny locally built busybox image.
 #
-#   scripts/lab.sh up [--cluster]  start (and on first use create) the lab; idempotent. With
+#   scripts/lab.sh up [--cluster] [--incus VERSION]
+#                                  start (and on first use create) the lab; idempotent. With
 #                                  --cluster (remembered until `down --purge`) also two
 #                                  two-member Incus clusters, "primary-cluster" and
-#                                  "standby-cluster" (see below)
+#                                  "standby-cluster" (see below). VERSION (remembered until
+#                                  `down --purge`; default 6.0) is the Incus the daemons run:
+#                                    6.0    Incus 6.0 LTS, Debian bookworm-backports packages
+#                                           installed on this machine
+#                                    7.0    Incus 7.0 LTS, Debian trixie-backports packages in
+#                                           a private Debian trixie root (roots/incus-7.0)
+#                                    mixed  a 6.0 primary (and primary-cluster) with a 7.0
+#                                           standby (and standby-cluster): the standby is
+#                                           upgraded first
 #   scripts/lab.sh down [--purge]  stop everything the lab started; --purge also deletes it
-#   scripts/lab.sh status          one line per daemon; exit 0 only if both are running
+#                                  (but keeps the cached roots/)
+#   scripts/lab.sh status          one line per daemon; exit 0 only if all are running
 #   scripts/lab.sh env             `export NAME=VALUE` lines for tests: eval "$(scripts/lab.sh env)"
 #
 # Environment:
@@ -15,6 +25,12 @@
 #   INCUS_LAB_PRIMARY_PORT  HTTPS port of the primary (default 18443)
 #   INCUS_LAB_STANDBY_PORT  HTTPS port of the standby (default 18444)
 #   INCUS_LAB_CLUSTER_PORT  HTTPS port of every cluster member (default 18445)
+#   INCUS_LAB_CLUSTER_IP_BASE
+#                           the cluster members listen on 127.0.0.(BASE+1) to (BASE+4)
+#                           (default 10: 127.0.0.11 to .14)
+#   INCUS_LAB_INCUS         the Incus version of `up` when --incus is not given: 6.0, 7.0 or
+#                           mixed. `up` refuses to change the version of an existing lab.
+#   INCUS_LAB_ROOTS         where the Incus roots are built and cached (default: <lab>/roots)
 #
 # Layout of the lab directory:
 #   primary/, standby/   INCUS_DIR of each daemon
@@ -26,8 +42,22 @@
 #                        with --cluster: INCUS_DIR of the members of two clusters, each made
 #                        of members "m1" and "m2" (the same names in both, as a site and its
 #                        copy would have), on 127.0.0.11 and .12 (remote primary-cluster) and
-#                        127.0.0.13 and .14 (remote standby-cluster). Each has a dir pool
-#                        "default" and a cluster group "second" holding m2.
+#                        127.0.0.13 and .14 (remote standby-cluster) by default (see
+#                        INCUS_LAB_CLUSTER_IP_BASE). Each has a dir pool "default" and a
+#                        cluster group "second" holding m2.
+#   incus                the lab's Incus version (6.0, 7.0 or mixed), written by `up`
+#   roots/incus-7.0/     the Debian trixie root holding Incus 7.0 (debootstrap, then
+#                        trixie-backports packages), built on first use, rebuilt when its
+#                        recipe changes (roots/incus-7.0/.lab-recipe holds the recipe's hash)
+#
+# How a 7.0 daemon runs: `unshare -m` gives it a private mount namespace in which the root is
+# bind-mounted on itself, /sys and /dev are bind-mounted into it, proc and a tmpfs on /run
+# are mounted, its INCUS_DIR (<lab>/NAME, the same path as on the host) is bind-mounted into
+# it, then `pivot_root` makes the root its / and the host's tree is detached. Its socket and
+# state are thus at the usual place on the host, and the host's 6.0 `incus` client drives it.
+# Its storage mounts (the btrfs loop pool) live in that namespace only and go with it.
+# (Not chroot: the kernel refuses new user namespaces to a chrooted process, and containers
+# fail with "Failed to clone a new set of namespaces".)
 #
 # Every process the lab starts is detached from the caller (setsid, stdin /dev/null,
 # output to logs/), so that nothing keeps the caller's stdout/stderr open.
@@ -41,11 +71,30 @@ LAB=$(realpath -m "$LAB")
 PRIMARY_PORT=${INCUS_LAB_PRIMARY_PORT:-18443}
 STANDBY_PORT=${INCUS_LAB_STANDBY_PORT:-18444}
 CLUSTER_PORT=${INCUS_LAB_CLUSTER_PORT:-18445}
+CLUSTER_IP_BASE=${INCUS_LAB_CLUSTER_IP_BASE:-10}
+case "$CLUSTER_IP_BASE" in [0-9] | [0-9][0-9] | 1[0-9][0-9] | 2[0-4][0-9] | 250) ;;
+    *) printf 'lab: error: INCUS_LAB_CLUSTER_IP_BASE must be 0 to 250\n' >&2; exit 1 ;; esac
+ROOTS=${INCUS_LAB_ROOTS:-$LAB/roots}
+case "$ROOTS" in /*) ;; *) ROOTS=$PWD/$ROOTS ;; esac
+ROOTS=$(realpath -m "$ROOTS")
 DAEMONS=(primary standby)
 # The cluster members, in start order (m1 bootstraps its cluster and is its database leader).
 CLUSTER_MEMBERS=(pcluster-m1 pcluster-m2 scluster-m1 scluster-m2)
 with_cluster() { [ -f "$LAB/with-cluster" ]; }
 if with_cluster; then DAEMONS+=("${CLUSTER_MEMBERS[@]}"); fi
+# The lab's Incus version: 6.0, 7.0 or mixed (written by `up`; a lab without it runs 6.0).
+lab_incus() { if [ -s "$LAB/incus" ]; then cat "$LAB/incus"; else echo 6.0; fi; }
+# The Incus version (6.0 or 7.0) of one daemon: in a mixed lab, the primary side runs 6.0.
+incus_of() {
+    local v
+    v=$(lab_incus)
+    case "$v" in
+        mixed) case "$1" in primary | pcluster-*) echo 6.0 ;; *) echo 7.0 ;; esac ;;
+        *) echo "$v" ;;
+    esac
+}
+# The root that holds an Incus version other than the host's.
+root_of() { echo "$ROOTS/incus-$1"; }
 CONF=$LAB/conf
 LOGS=$LAB/logs
 
@@ -75,8 +124,10 @@ address_of() {
 # The listen address of a cluster member.
 member_ip() {
     case "$1" in
-        pcluster-m1) echo 127.0.0.11 ;; pcluster-m2) echo 127.0.0.12 ;;
-        scluster-m1) echo 127.0.0.13 ;; scluster-m2) echo 127.0.0.14 ;;
+        pcluster-m1) echo "127.0.0.$((CLUSTER_IP_BASE + 1))" ;;
+        pcluster-m2) echo "127.0.0.$((CLUSTER_IP_BASE + 2))" ;;
+        scluster-m1) echo "127.0.0.$((CLUSTER_IP_BASE + 3))" ;;
+        scluster-m2) echo "127.0.0.$((CLUSTER_IP_BASE + 4))" ;;
     esac
 }
 
@@ -123,6 +174,120 @@ ensure_installed() {
     # The Debian package may start a system incusd via systemd: harmless, the lab never uses it.
 }
 
+# The Debian archive this machine installs from (the first stanza of debian.sources).
+debian_mirror() {
+    local uri=
+    if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+        uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+    fi
+    echo "${uri:-http://deb.debian.org/debian}"
+}
+
+# The Incus 7.0 root: Debian trixie (minbase) with incus-base, incus-client and btrfs-progs
+# from trixie-backports. The text of this function is the recipe: any change to it rebuilds
+# the root (see ensure_root). Mounts made for the build live in private mount namespaces
+# (`unshare -m`), so an interrupted build leaves none behind.
+build_root_7_0() {
+    local root=$1 uri
+    uri=$(debian_mirror)
+    command -v debootstrap >/dev/null 2>&1 || {
+        log "installing debootstrap"
+        [ "$(id -u)" -eq 0 ] || die "root is needed to install debootstrap"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y debootstrap </dev/null >&2 || {
+            apt-get update </dev/null >&2
+            DEBIAN_FRONTEND=noninteractive apt-get install -y debootstrap </dev/null >&2
+        }
+    }
+    unshare -m --propagation private debootstrap --variant=minbase \
+        --include=ca-certificates trixie "$root" "$uri" </dev/null >&2 ||
+        die "debootstrap of Debian trixie into $root failed"
+    printf 'Types: deb\nURIs: %s\nSuites: trixie-backports\nComponents: main\nSigned-By: %s\n' \
+        "$uri" /usr/share/keyrings/debian-archive-keyring.gpg \
+        >"$root/etc/apt/sources.list.d/trixie-backports.sources"
+    # The same archive as the host's: the same freshness checks (a snapshot mirror needs
+    # Check-Valid-Until off).
+    apt-config dump 2>/dev/null | grep -E '^Acquire::Check-(Valid-Until|Date) ' \
+        >"$root/etc/apt/apt.conf.d/90lab-host" || true
+    # No service starts in the root at install time.
+    printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+    chmod 755 "$root/usr/sbin/policy-rc.d"
+    cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+    unshare -m --propagation private bash -euc '
+        r=$1
+        mount --bind /proc "$r/proc"
+        mount --rbind /sys "$r/sys"
+        mount --rbind /dev "$r/dev"
+        export DEBIAN_FRONTEND=noninteractive
+        chroot "$r" apt-get update
+        chroot "$r" apt-get install -y -t trixie-backports --no-install-recommends \
+            incus-base incus-client btrfs-progs
+        chroot "$r" apt-get clean
+    ' lab-root-install "$root" </dev/null >&2 ||
+        die "installing Incus 7.0 into $root failed"
+    rm -rf "$root/var/lib/apt/lists/"*
+    [ -x "$root/usr/libexec/incus/incusd" ] || die "$root: no /usr/libexec/incus/incusd after the install"
+}
+
+# Builds the root of VERSION unless it is there with the current recipe (6.0: nothing to do,
+# the host's packages). The root's .lab-recipe holds the hash of the recipe it was built with.
+ensure_root() {
+    local v=$1 root want d start
+    [ "$v" = 7.0 ] || return 0
+    root=$(root_of "$v")
+    want=$(declare -f build_root_7_0 | sha256sum | cut -d' ' -f1)
+    if [ -x "$root/usr/libexec/incus/incusd" ] &&
+        [ "$(cat "$root/.lab-recipe" 2>/dev/null)" = "$want" ]; then
+        return 0
+    fi
+    for d in "${DAEMONS[@]}"; do
+        if [ "$(incus_of "$d")" = "$v" ] && pid_of "$d" >/dev/null; then
+            die "the recipe of $root changed, but $d runs on it: scripts/lab.sh down, then up"
+        fi
+    done
+    # Labs that share INCUS_LAB_ROOTS build a root once: the first builds, the others wait.
+    mkdir -p "$ROOTS"
+    exec 9>"$ROOTS/.lock"
+    flock 9
+    if [ -x "$root/usr/libexec/incus/incusd" ] &&
+        [ "$(cat "$root/.lab-recipe" 2>/dev/null)" = "$want" ]; then
+        exec 9>&-
+        return 0
+    fi
+    log "building the Incus $v root in $root (Debian trixie, a few minutes)"
+    start=$SECONDS
+    rm -rf --one-file-system "$root.tmp"
+    build_root_7_0 "$root.tmp"
+    echo "$want" >"$root.tmp/.lab-recipe"
+    rm -rf --one-file-system "$root"
+    mv "$root.tmp" "$root"
+    exec 9>&-
+    log "the Incus $v root is built in $((SECONDS - start)) s (incus-base $(dpkg-query \
+        --admindir="$root/var/lib/dpkg" -W -f '${Version}' incus-base 2>/dev/null))"
+}
+
+# (In a private mount namespace, made by start_daemon with `unshare -m`.) Makes ROOT the
+# namespace's / with /sys, /dev, proc, a fresh /run and the daemon's INCUS_DIR (same path as
+# on the host) in it, detaches the host's tree, and becomes the root's incusd.
+cmd_in_root() {
+    local root=$1 dir=$2
+    [ "$(readlink /proc/self/ns/mnt)" != "$(readlink /proc/1/ns/mnt)" ] ||
+        die "in-root: not in a private mount namespace (start_daemon runs it with unshare -m)"
+    [ "${INCUS_DIR:-}" = "$dir" ] || die "in-root: INCUS_DIR is not $dir"
+    mount --bind "$root" "$root"
+    mount --rbind /sys "$root/sys"
+    mount --rbind /dev "$root/dev"
+    mount -t proc proc "$root/proc"
+    mount -t tmpfs -o mode=0755 tmpfs "$root/run"
+    mkdir -p "$root$dir" "$root/.host"
+    mount --bind "$dir" "$root$dir"
+    cd "$root"
+    pivot_root . .host
+    cd /
+    # The host's mounts (another lab's pools among them) are no longer held by this namespace.
+    umount -l /.host
+    exec /usr/libexec/incus/incusd --group root
+}
+
 # ---------------------------------------------------------------------------------------
 # daemon state
 
@@ -165,9 +330,17 @@ start_daemon() {
     chmod 711 "$LAB" "$dir"
     local sock=$dir/unix.socket
     [ ${#sock} -lt 100 ] || die "lab path too long for a unix socket: $sock (set INCUS_LAB_DIR)"
-    log "$d: starting incusd (INCUS_DIR=$dir)"
-    # Fully detached: own session, no inherited stdin/stdout/stderr.
-    INCUS_DIR=$dir setsid "$bin" --group root </dev/null >>"$LOGS/$d.log" 2>&1 &
+    local v
+    v=$(incus_of "$d")
+    log "$d: starting incusd $v (INCUS_DIR=$dir)"
+    # Fully detached: own session, no inherited stdin/stdout/stderr. (setsid, unshare and
+    # cmd_in_root exec: $! is the incusd.)
+    if [ "$v" = 6.0 ]; then
+        INCUS_DIR=$dir setsid "$bin" --group root </dev/null >>"$LOGS/$d.log" 2>&1 &
+    else
+        INCUS_DIR=$dir setsid unshare -m --propagation private \
+            bash "$REPO/scripts/lab.sh" in-root "$(root_of "$v")" "$dir" </dev/null >>"$LOGS/$d.log" 2>&1 &
+    fi
     echo $! >"$dir/lab.pid"
     if ! timeout 90 env INCUS_DIR="$dir" INCUS_CONF="$CONF" incus admin waitready --timeout 60 \
         </dev/null >/dev/null 2>&1; then
@@ -415,12 +588,40 @@ smoke_test() {
 }
 
 ready_text() {
-    if with_cluster; then echo "$PRIMARY_PORT $STANDBY_PORT cluster $CLUSTER_PORT"; else echo "$PRIMARY_PORT $STANDBY_PORT"; fi
+    if with_cluster; then
+        echo "$PRIMARY_PORT $STANDBY_PORT cluster $CLUSTER_PORT $CLUSTER_IP_BASE incus $(lab_incus)"
+    else
+        echo "$PRIMARY_PORT $STANDBY_PORT incus $(lab_incus)"
+    fi
+}
+
+# Sets the lab's Incus version to WANT (6.0, 7.0 or mixed; empty: keep it). An existing lab
+# keeps its version: its daemons' databases are not converted either way.
+set_incus() {
+    local want=$1 have d
+    case "$want" in
+        "") return 0 ;;
+        6.0 | 7.0 | mixed) ;;
+        6 | 7) want=$want.0 ;;
+        *) die "unknown Incus version: $want (6.0, 7.0 or mixed)" ;;
+    esac
+    have=$(lab_incus)
+    [ "$want" = "$have" ] && [ -s "$LAB/incus" ] && return 0
+    if [ "$want" != "$have" ]; then
+        for d in primary standby "${CLUSTER_MEMBERS[@]}"; do
+            if [ -e "$LAB/$d/database" ]; then
+                die "the lab in $LAB runs Incus $have; for $want: scripts/lab.sh down --purge, then up --incus $want"
+            fi
+        done
+    fi
+    mkdir -p "$LAB"
+    echo "$want" >"$LAB/incus"
 }
 
 cmd_up() {
-    local a
-    for a in "$@"; do
+    local a incus=${INCUS_LAB_INCUS:-}
+    while [ $# -gt 0 ]; do
+        a=$1; shift
         case "$a" in
             --cluster)
                 if ! with_cluster; then
@@ -429,15 +630,19 @@ cmd_up() {
                     DAEMONS+=("${CLUSTER_MEMBERS[@]}")
                 fi
                 ;;
+            --incus) [ $# -gt 0 ] || die "--incus needs a version (6.0, 7.0 or mixed)"; incus=$1; shift ;;
+            --incus=*) incus=${a#--incus=} ;;
             *) die "unknown option for up: $a" ;;
         esac
     done
+    set_incus "$incus"
     if [ -f "$LAB/ready" ] && [ "$(cat "$LAB/ready")" = "$(ready_text)" ] && all_healthy; then
         log "the lab is already running ($LAB)"
         return 0
     fi
     ensure_installed
     local start=$SECONDS smoke=false d
+    for d in "${DAEMONS[@]}"; do ensure_root "$(incus_of "$d")"; done
     [ -f "$LAB/ready" ] || smoke=true  # after a fresh start: check that containers work
     rm -f "$LAB/ready"
     mkdir -p "$LAB" "$LOGS"
@@ -507,12 +712,42 @@ lab_pids() {
         }'
 }
 
-# Mount points under the lab directory, deepest first.
+# Mount points under the lab directory, deepest first: in this mount namespace, or in that of
+# process PID.
 lab_mounts() {
     awk -v lab="$LAB" '
         function unescape(s) { gsub(/\\040/, " ", s); gsub(/\\011/, "\t", s); gsub(/\\012/, "\n", s); gsub(/\\134/, "\\", s); return s }
         { m = unescape($5); if (m == lab || index(m, lab "/") == 1) print length(m) "\t" m }
-    ' /proc/self/mountinfo | sort -rn | cut -f2-
+    ' "/proc/${1:-self}/mountinfo" 2>/dev/null | sort -rn | cut -f2-
+}
+
+# One pid per mount namespace of the lab's processes other than this one's: the 7.0 daemons'
+# namespaces (and their containers').
+lab_namespaces() {
+    local p ns mine seen=" "
+    mine=$(readlink /proc/self/ns/mnt)
+    for p in $(lab_pids); do
+        ns=$(readlink "/proc/$p/ns/mnt" 2>/dev/null) || continue
+        [ "$ns" = "$mine" ] && continue
+        case "$seen" in *" $ns "*) continue ;; esac
+        seen+="$ns "
+        echo "$p"
+    done
+}
+
+# Unmounts what is mounted under the lab in the mount namespace of process PID (a pool's
+# mount inside a 7.0 daemon's namespace would otherwise keep its loop device busy as long as
+# a process of that namespace lives).
+umount_in_namespace() {
+    local pid=$1 m
+    for _ in 1 2 3; do
+        local mounts
+        mounts=$(lab_mounts "$pid")
+        [ -z "$mounts" ] && return 0
+        while IFS= read -r m; do
+            nsenter -t "$pid" -m -- umount -l "$m" 2>/dev/null || true
+        done <<<"$mounts"
+    done
 }
 
 lab_loops() {
@@ -553,7 +788,9 @@ cmd_down() {
             if [ -d "$LAB/$d" ]; then stop_daemon "$d"; fi
         done
     fi
-    # Leftovers (a crashed daemon, an orphaned "[lxc monitor]", forkfile, container processes).
+    # Leftovers (a crashed daemon, an orphaned "[lxc monitor]", forkfile, container processes):
+    # first what they still hold mounted in the 7.0 daemons' namespaces, then they go.
+    for d in $(lab_namespaces); do umount_in_namespace "$d"; done
     for _ in 1 2 3 4 5; do
         pids=$(lab_pids)
         [ -z "$pids" ] && break
@@ -571,28 +808,44 @@ cmd_down() {
         done <<<"$mounts"
     done
     [ -z "$(lab_mounts)" ] || log "warning: mounts left under $LAB: $(lab_mounts | tr '\n' ' ')"
+    # A loop device whose last user was a namespace that just ended detaches itself (Incus
+    # sets autoclear) a moment later.
+    for _ in $(seq 20); do [ -z "$(lab_loops)" ] && break; sleep 0.25; done
     loops=$(lab_loops)
     for d in $loops; do losetup -d "$d" 2>/dev/null || log "warning: cannot detach $d"; done
     if [ "$purge" = true ] && [ -e "$LAB" ]; then
         [ -z "$(lab_mounts)" ] || die "not purging $LAB: something is still mounted under it"
         case "$LAB" in / | "$HOME" | /root | /home | /tmp | /var | /var/lib | /var/lib/incus*) die "refusing to delete $LAB" ;; esac
-        rm -rf --one-file-system "$LAB"
-        log "lab purged ($LAB)"
+        # The Incus roots are a cache of downloads, not lab state: they stay.
+        local e
+        for e in "$LAB"/* "$LAB"/.[!.]*; do
+            [ -e "$e" ] || continue
+            [ "$e" = "$ROOTS" ] && continue
+            rm -rf --one-file-system "$e"
+        done
+        if [ -d "$ROOTS" ] && [ "${ROOTS#"$LAB"/}" != "$ROOTS" ]; then
+            log "lab purged ($LAB), but for the cached Incus roots in $ROOTS"
+        else
+            rmdir "$LAB" 2>/dev/null || true
+            log "lab purged ($LAB)"
+        fi
     else
         log "the lab is down ($LAB)"
     fi
 }
 
 cmd_status() {
-    local d rc=0 pid
+    local d rc=0 pid v ver
     for d in "${DAEMONS[@]}"; do
+        v=$(incus_of "$d")
         if healthy "$d"; then
             pid=$(pid_of "$d")
-            echo "$d: running (pid $pid, https://$(address_of "$d"), INCUS_DIR=$LAB/$d)"
+            ver=$(lincus "$d" query /1.0 2>/dev/null | sed -n 's/^[[:space:]]*"server_version": "\(.*\)",\{0,1\}$/\1/p' | head -n1)
+            echo "$d: running Incus ${ver:-$v} (pid $pid, https://$(address_of "$d"), INCUS_DIR=$LAB/$d)"
         elif pid=$(pid_of "$d"); then
-            echo "$d: not answering (pid $pid, INCUS_DIR=$LAB/$d)"; rc=1
+            echo "$d: not answering (Incus $v, pid $pid, INCUS_DIR=$LAB/$d)"; rc=1
         else
-            echo "$d: not running (INCUS_DIR=$LAB/$d)"; rc=1
+            echo "$d: not running (Incus $v, INCUS_DIR=$LAB/$d)"; rc=1
         fi
     done
     return $rc
@@ -603,11 +856,13 @@ cmd_env() {
     local kv
     for kv in "INCUS_CONF=$CONF" "INCUS_DIR=$LAB/primary" "INCUS_LAB_DIR=$LAB" \
         "INCUS_LAB_PRIMARY_PORT=$PRIMARY_PORT" "INCUS_LAB_STANDBY_PORT=$STANDBY_PORT" \
-        "INCUS_LAB_STANDBY_DIR=$LAB/standby"; do
+        "INCUS_LAB_STANDBY_DIR=$LAB/standby" "INCUS_LAB_INCUS=$(lab_incus)" \
+        "INCUS_LAB_ROOTS=$ROOTS"; do
         printf 'export %s=%q\n' "${kv%%=*}" "${kv#*=}"
     done
     if with_cluster; then
-        printf 'export %s=%q\n' INCUS_LAB_CLUSTER_PORT "$CLUSTER_PORT"
+        printf 'export %s=%q\n' INCUS_LAB_CLUSTER_PORT "$CLUSTER_PORT" \
+            INCUS_LAB_CLUSTER_IP_BASE "$CLUSTER_IP_BASE"
     fi
 }
 
@@ -615,6 +870,7 @@ case "${1:-}" in
     up) shift; cmd_up "$@" ;;
     down) shift; cmd_down "$@" ;;
     status) shift; cmd_status "$@" ;;
+    in-root) shift; cmd_in_root "$@" ;;
     env) shift; cmd_env "$@" ;;
-    *) echo "usage: $0 up [--cluster] | down [--purge] | status | env" >&2; exit 2 ;;
+    *) echo "usage: $0 up [--cluster] [--incus 6.0|7.0|mixed] | down [--purge] | status | env" >&2; exit 2 ;;
 esac

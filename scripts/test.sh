@@ -4,6 +4,8 @@
 # its exit code. Extra arguments go to `cargo test` (e.g. `scripts/test.sh push` runs the
 # tests whose name contains "push"; `scripts/test.sh -- --nocapture`).
 # The lab keeps running afterwards so that re-runs are fast; stop it with scripts/lab.sh down.
+# INCUS_LAB_INCUS=7.0 (or mixed) runs it all on Incus 7.0 (scripts/lab.sh up reads it); a lab
+# made with another version must be purged first (scripts/lab.sh down --purge).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
