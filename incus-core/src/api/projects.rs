@@ -88,6 +88,16 @@ struct Volume {
     created_at: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(default, deserialize_with = "super::nullable")]
     config: BTreeMap<String, String>,
+    /// `recursion=2` (Incus 7.0): the volume's snapshots, embedded.
+    #[serde(default, deserialize_with = "super::nullable")]
+    snapshots: Vec<EmbeddedSnapshot>,
+}
+
+#[derive(Deserialize)]
+struct EmbeddedSnapshot {
+    #[serde(default)]
+    name: String,
+    created_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Every instance snapshot and custom volume of the client's project as the storage pools
@@ -97,16 +107,41 @@ struct Volume {
 /// instance. The times are the volumes' (they equal the snapshots' to the second); callers
 /// use this only to see that nothing changed, and read the authoritative list before acting.
 pub fn pool_listing(client: &Client) -> Result<PoolListing> {
+    let recursion = if client.server()?.features().full_volume_listing {
+        "2"
+    } else {
+        "1"
+    };
     let pools: Vec<String> = client.get("/storage-pools")?;
     let mut all = PoolListing::default();
     for pool in pools {
         let pool = super::last_segment(&pool);
-        let volumes: Vec<Volume> = client
+        let listed: Vec<Volume> = client
             .fetch(
                 &Request::get(format!("/storage-pools/{}/volumes", escape(&pool)))
-                    .query("recursion", "1"),
+                    .query("recursion", recursion),
             )?
             .0;
+        // Embedded snapshots (recursion=2) as the entries recursion=1 gives.
+        let mut volumes = Vec::new();
+        for mut volume in listed {
+            for snapshot in std::mem::take(&mut volume.snapshots) {
+                let name = snapshot
+                    .name
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(&snapshot.name)
+                    .to_string();
+                volumes.push(Volume {
+                    name: format!("{}/{name}", volume.name),
+                    kind: volume.kind.clone(),
+                    created_at: Some(snapshot.created_at),
+                    config: BTreeMap::new(),
+                    snapshots: Vec::new(),
+                });
+            }
+            volumes.push(volume);
+        }
         for volume in volumes {
             let (owner, snapshot) = match volume.name.split_once('/') {
                 Some((owner, snapshot)) => (owner.to_string(), Some(snapshot.to_string())),

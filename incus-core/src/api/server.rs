@@ -67,6 +67,29 @@ impl ServerInfo {
     pub fn trusted(&self) -> bool {
         self.auth == "trusted"
     }
+
+    /// What the tools do differently on this server: every choice by version or extension is
+    /// made here.
+    pub fn features(&self) -> Features {
+        Features {
+            full_volume_listing: self.has_extension("storage_volume_full"),
+            disk_only_restore: self.has_extension("instance_snapshot_disk_only_restore"),
+        }
+    }
+}
+
+/// The behaviour that differs between the Incus releases the tools support (6.0 and 7.0
+/// LTS), each from an API extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Features {
+    /// `storage_volume_full`: `GET /1.0/storage-pools/POOL/volumes?recursion=2` embeds each
+    /// volume's snapshots. Incus 7.0 leaves snapshots out of `recursion=1` (6.0 lists them
+    /// there as `NAME/SNAPSHOT` entries), so the run-wide listing uses `recursion=2` there.
+    pub full_volume_listing: bool,
+    /// `instance_snapshot_disk_only_restore`: a restore can leave the instance's
+    /// configuration alone, so a replica never carries its snapshot's own settings
+    /// (autostart, last power state) between the restore and the write after it.
+    pub disk_only_restore: bool,
 }
 
 /// An Incus version: `MAJOR.MINOR.PATCH` for an LTS release (`6.0.4`, `7.0.2`),
