@@ -726,13 +726,7 @@ mod tests {
     }
 
     fn snap(name: &str, secs: i64) -> Snapshot {
-        Snapshot {
-            name: name.into(),
-            created_at: at(secs),
-            expires_at: None,
-            stateful: false,
-            config: BTreeMap::new(),
-        }
+        Snapshot::listed(name.into(), at(secs))
     }
 
     fn pair() -> Pair {

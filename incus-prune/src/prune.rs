@@ -620,6 +620,8 @@ mod tests {
             expires_at: None,
             stateful: false,
             config: Default::default(),
+            devices: Default::default(),
+            profiles: Vec::new(),
         }
     }
 

@@ -919,6 +919,13 @@ impl Drop for Instance {
     }
 }
 
+/// True when the lab's standby restores an instance's disk only
+/// (`instance_snapshot_disk_only_restore`, Incus 7.0): incus-push then never leaves a
+/// replica with its snapshot's own settings.
+pub fn standby_restores_disk_only() -> bool {
+    incus_ok(&["query", "standby:/1.0"]).contains("\"instance_snapshot_disk_only_restore\"")
+}
+
 /// Runs `incus-push --to TO TARGETS…` with `INCUS_STANDBY_STATS=1`, checks that every replica
 /// was found up to date, and returns the number of API requests it made.
 pub fn up_to_date_push_requests<S: AsRef<std::ffi::OsStr>>(to: &str, targets: &[S]) -> usize {

@@ -258,8 +258,17 @@ fn a_push_killed_between_restore_and_configuration_is_recognised_and_repaired() 
     push_killed_after("push::after-restore", &[&name]);
     let r = replica(&name);
     assert_eq!(snapshots_of(&r, None), ["s1", "s2"]);
-    // The restore replaced the configuration: the markers are gone.
-    assert_eq!(config_get(&r, "user.incus-standby.source"), "");
+    if incus_standby_tests::standby_restores_disk_only() {
+        // Incus 7.0 restores the disk only: the replica stays inert and marked, with no
+        // window in which it carries its snapshot's own settings.
+        assert_eq!(config_get(&r, "boot.autostart"), "false");
+        assert_eq!(config_get(&r, "volatile.last_state.power"), "");
+        assert!(!config_get(&r, "user.incus-standby.source").is_empty());
+        assert_eq!(config_get(&r, "user.incus-standby.restored"), "s1");
+    } else {
+        // Incus 6.0's restore replaced the configuration: the markers are gone.
+        assert_eq!(config_get(&r, "user.incus-standby.source"), "");
+    }
 
     let out = push(&[&name]);
     out.assert_success();

@@ -25,6 +25,11 @@ pub struct Snapshot {
     /// The instance's own configuration when the snapshot was taken.
     #[serde(default, deserialize_with = "super::nullable")]
     pub config: BTreeMap<String, String>,
+    /// Its own devices and profiles then (what a full restore gives back).
+    #[serde(default, deserialize_with = "super::nullable")]
+    pub devices: BTreeMap<String, super::instances::Device>,
+    #[serde(default, deserialize_with = "super::nullable")]
+    pub profiles: Vec<String>,
 }
 
 impl Snapshot {
@@ -36,6 +41,8 @@ impl Snapshot {
             expires_at: None,
             stateful: false,
             config: BTreeMap::new(),
+            devices: BTreeMap::new(),
+            profiles: Vec::new(),
         }
     }
 }
@@ -104,6 +111,17 @@ pub fn restore(client: &Client, instance: &str, name: &str) -> Result<()> {
         client,
         instance,
         json!({ "restore": name, "stateful": false }),
+        None,
+    )
+}
+
+/// Restores the instance's disk only to the snapshot (`instance_snapshot_disk_only_restore`):
+/// its configuration stays as it is.
+pub fn restore_disk_only(client: &Client, instance: &str, name: &str) -> Result<()> {
+    super::instances::put(
+        client,
+        instance,
+        json!({ "restore": name, "disk_only": true, "stateful": false }),
         None,
     )
 }

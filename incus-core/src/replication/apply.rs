@@ -360,7 +360,16 @@ impl Replicator<'_> {
         changes.merge(lease_patch(
             lease.as_ref().and_then(|l| l.value_after_write()),
         ));
+        let disk_only = target.server()?.features().disk_only_restore;
         let written = match &decision.restore_to {
+            // The configuration stays inert and marked throughout; the snapshot's own settings,
+            // devices and profiles are then written with the markers in one request.
+            Some(snapshot) if disk_only => {
+                snapshots::restore_disk_only(target, name, snapshot)
+                    .map_err(|e| Error::incus(format!("restoring the replica to {snapshot}"), e))?;
+                fail::fail_point!("push::after-restore", super::error::injected);
+                write_snapshot_settings(target, name, snapshot, &changes)
+            }
             Some(snapshot) => {
                 snapshots::restore(target, name, snapshot)
                     .map_err(|e| Error::incus(format!("restoring the replica to {snapshot}"), e))?;
@@ -462,6 +471,53 @@ fn write_after_restore(
                     format!("writing the replica's configuration after restoring it to {snapshot}"),
                     e,
                     "; the replica is recognised and made inert again by the next run",
+                ));
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
+        }
+    }
+}
+
+/// After a disk-only restore: the replica gets its snapshot's configuration, devices and
+/// profiles (what a full restore gives) with the inert keys, the markers and the lease, in
+/// one guarded request. Its own volatile keys stay, but its last power state, which would
+/// start it at the standby's next boot. Retried as [`write_after_restore`]; a replica left
+/// with its previous configuration is still inert and marked, and refreshed by the next run.
+fn write_snapshot_settings(
+    target: &Client,
+    name: &str,
+    snapshot: &str,
+    changes: &ConfigPatch,
+) -> Result<(), Error> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let written = snapshots::get(target, name, snapshot).and_then(|taken| {
+            let (replica, etag) = instances::get(target, name)?;
+            let mut config = taken.config.clone();
+            for (key, value) in &replica.config {
+                if key.starts_with("volatile.") && !config.contains_key(key) {
+                    config.insert(key.clone(), value.clone());
+                }
+            }
+            config.remove("volatile.last_state.power");
+            changes.apply_to(&mut config);
+            let mut body = replica.writable();
+            body["config"] = serde_json::json!(config);
+            body["devices"] = serde_json::json!(taken.devices);
+            body["profiles"] = serde_json::json!(taken.profiles);
+            fail::fail_point!("push::write-config", |arg| Err(crate::Error::Config(
+                super::error::injected_error(arg)
+            )));
+            instances::put(target, name, body, etag)
+        });
+        match written {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt >= 3 => {
+                return Err(Error::incus_left(
+                    format!("writing the replica's configuration after restoring it to {snapshot}"),
+                    e,
+                    "; the replica is still inert and marked, and the next run restores it again",
                 ));
             }
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
