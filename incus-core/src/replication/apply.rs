@@ -82,7 +82,14 @@ impl Replicator<'_> {
                 .unwrap_or_default();
             return Ok(report.record(&decision.plan, decision.replica_location));
         }
-        let mut lease = self.take_lease(observed)?;
+        // An unfinished first copy is deleted without its lease: it cannot be promoted (not
+        // ready), and one that a dying standby left without its storage volume (Incus 7.0)
+        // refuses every configuration write, the lease's too.
+        let mut lease = if decision.start == Start::ReplaceUnfinished {
+            None
+        } else {
+            self.take_lease(observed)?
+        };
         self.copy_profiles(selected, observed, &decision.copy_profiles)?;
         report.archived = self.make_archives(observed, &decision)?;
         self.clear_the_way(observed, &decision.start)?;
