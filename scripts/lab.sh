@@ -7,7 +7,7 @@
 #                                  --cluster (remembered until `down --purge`) also two
 #                                  two-member Incus clusters, "primary-cluster" and
 #                                  "standby-cluster" (see below). VERSION (remembered until
-#                                  `down --purge`; default 6.0) is the Incus the daemons run:
+#                                  `down --purge`; default 7.0, the newest LTS) is the Incus the daemons run:
 #                                    6.0    Incus 6.0 LTS, Debian bookworm-backports packages
 #                                           installed on this machine
 #                                    7.0    Incus 7.0 LTS, Debian trixie-backports packages in
@@ -29,7 +29,8 @@
 #                           the cluster members listen on 127.0.0.(BASE+1) to (BASE+4)
 #                           (default 10: 127.0.0.11 to .14)
 #   INCUS_LAB_INCUS         the Incus version of `up` when --incus is not given: 6.0, 7.0 or
-#                           mixed. `up` refuses to change the version of an existing lab.
+#                           mixed (default: 7.0, the newest LTS). `up` refuses to change the
+#                           version of an existing lab.
 #   INCUS_LAB_ROOTS         where the Incus roots are built and cached (default: <lab>/roots)
 #
 # Layout of the lab directory:
@@ -83,7 +84,16 @@ CLUSTER_MEMBERS=(pcluster-m1 pcluster-m2 scluster-m1 scluster-m2)
 with_cluster() { [ -f "$LAB/with-cluster" ]; }
 if with_cluster; then DAEMONS+=("${CLUSTER_MEMBERS[@]}"); fi
 # The lab's Incus version: 6.0, 7.0 or mixed (written by `up`; a lab without it runs 6.0).
-lab_incus() { if [ -s "$LAB/incus" ]; then cat "$LAB/incus"; else echo 6.0; fi; }
+# A new lab runs the newest LTS (7.0); a lab made before versions were recorded runs 6.0.
+lab_incus() {
+    if [ -s "$LAB/incus" ]; then
+        cat "$LAB/incus"
+    elif [ -e "$LAB/primary/database" ]; then
+        echo 6.0
+    else
+        echo 7.0
+    fi
+}
 # The Incus version (6.0 or 7.0) of one daemon: in a mixed lab, the primary side runs 6.0.
 incus_of() {
     local v

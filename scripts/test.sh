@@ -3,9 +3,16 @@
 # every test (unit and end-to-end), clippy and rustfmt. Stops at the first failing step with
 # its exit code. Extra arguments go to `cargo test` (e.g. `scripts/test.sh push` runs the
 # tests whose name contains "push"; `scripts/test.sh -- --nocapture`).
-# The lab keeps running afterwards so that re-runs are fast; stop it with scripts/lab.sh down.
-# INCUS_LAB_INCUS=7.0 (or mixed) runs it all on Incus 7.0 (scripts/lab.sh up reads it); a lab
-# made with another version must be purged first (scripts/lab.sh down --purge).
+#
+# Both Incus LTS lines are tested. The whole suite runs on the lab's version (a new lab runs
+# the newest LTS, 7.0; INCUS_LAB_INCUS=6.0 or mixed choose another, and a lab made with
+# another version must be purged first: scripts/lab.sh down --purge). Then a second lab
+# (.lab-6.0, or .lab-7.0 for a 6.0 lab; its ports are the first lab's plus 10) runs, on the
+# other LTS line, the tests of everything that differs by version: push, safety, prune and
+# volumes (the run-wide pool listing, the restore, volume listings and restores; every such
+# choice is made in one place, ServerInfo::features). INCUS_TEST_OTHER_LINE=0 skips it.
+# The labs keep running afterwards so that re-runs are fast; stop them with
+# scripts/lab.sh down (INCUS_LAB_DIR=.lab-6.0 scripts/lab.sh down for the second).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -30,6 +37,23 @@ if [ "${CI:-}" = true ] || [ "${INCUS_STANDBY_PACKAGE_CHECK:-}" = 1 ]; then
     step scripts/package.sh --check
 else
     printf '==> skipped: scripts/package.sh --check (installs the .deb; CI=true or INCUS_STANDBY_PACKAGE_CHECK=1 runs it)\n'
+fi
+# The other LTS line, on a second lab of its own.
+version=$(scripts/lab.sh env | sed -n 's/^export INCUS_LAB_INCUS=//p' | tr -d "'\"")
+case "$version" in 7.0) other=6.0 ;; 6.0) other=7.0 ;; *) other= ;; esac
+if [ -n "$other" ] && [ "${INCUS_TEST_OTHER_LINE:-1}" != 0 ] && [ $# -eq 0 ]; then
+    (
+        export INCUS_LAB_DIR="$PWD/.lab-$other" INCUS_LAB_INCUS=$other
+        export INCUS_LAB_PRIMARY_PORT=$((${INCUS_LAB_PRIMARY_PORT:-18443} + 10))
+        export INCUS_LAB_STANDBY_PORT=$((${INCUS_LAB_STANDBY_PORT:-18444} + 10))
+        export INCUS_LAB_CLUSTER_PORT=$((${INCUS_LAB_CLUSTER_PORT:-18445} + 10))
+        export INCUS_LAB_CLUSTER_IP_BASE=$((${INCUS_LAB_CLUSTER_IP_BASE:-10} + 10))
+        step scripts/lab.sh up
+        eval "$(scripts/lab.sh env)"
+        printf '==> Incus %s: the tests of what differs by version\n' "$other"
+        step cargo test -p incus-standby-tests --features incus-core/failpoints \
+            --test push --test safety --test prune --test volumes
+    )
 fi
 step cargo clippy --workspace --all-targets --features incus-core/failpoints -- -D warnings
 step cargo clippy --workspace --all-targets -- -D warnings
