@@ -68,6 +68,18 @@ impl ServerInfo {
         self.auth == "trusted"
     }
 
+    /// `Err` (the line to show) when the server is older than the tools support (Incus 6.0
+    /// LTS). A server that does not say its version (an untrusted client) passes: the
+    /// trust check names that problem.
+    pub fn check_supported(&self, remote: &str) -> Result<(), String> {
+        match self.version() {
+            Some(version) if version < ServerVersion::new(6, 0, 0) => Err(format!(
+                "{remote} runs Incus {version}; the tools need Incus 6.0 LTS or newer: upgrade it"
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// What the tools do differently on this server: every choice by version or extension is
     /// made here.
     pub fn features(&self) -> Features {
@@ -216,5 +228,21 @@ mod tests {
         assert!(ServerVersion::new(7, 0, 2).is_lts());
         assert!(!ServerVersion::new(6, 19, 0).is_lts());
         assert_eq!(ServerVersion::new(7, 0, 2).to_string(), "7.0.2");
+    }
+
+    #[test]
+    fn servers_older_than_6_0_are_refused_and_features_follow_extensions() {
+        let mut info: ServerInfo = serde_json::from_str(TRUSTED_7_0).expect("parses");
+        assert_eq!(info.check_supported("standby"), Ok(()));
+        assert!(info.features().disk_only_restore);
+        assert!(!info.features().full_volume_listing);
+        info.environment.server_version = "5.21.3".into();
+        assert!(
+            info.check_supported("standby")
+                .is_err_and(|e| e.contains("Incus 5.21.3") && e.contains("upgrade"))
+        );
+        let untrusted: ServerInfo = serde_json::from_str(UNTRUSTED_7_0).expect("parses");
+        assert_eq!(untrusted.check_supported("standby"), Ok(()));
+        assert_eq!(untrusted.features(), Features::default());
     }
 }

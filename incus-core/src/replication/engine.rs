@@ -60,11 +60,11 @@ impl<'a> Replicator<'a> {
     /// Connects to the standby (its server information is read once).
     pub fn connect(options: &'a Options, connections: &Connections) -> crate::Result<Self> {
         let standby = connections.client(&options.to, None)?;
-        let standby_fingerprint = standby
-            .server()?
-            .environment
-            .certificate_fingerprint
-            .clone();
+        let server = standby.server()?;
+        server
+            .check_supported(&options.to)
+            .map_err(crate::Error::Config)?;
+        let standby_fingerprint = server.environment.certificate_fingerprint.clone();
         let membership = crate::api::cluster::membership(&standby)?;
         match &options.placement {
             super::Placement::Auto => {}

@@ -81,7 +81,11 @@ impl Replicator<'_> {
             .clone()
             .unwrap_or_else(|| selected.of.project.clone());
         let target = self.standby.in_project(&target_project);
-        let source_fingerprint = source.server()?.environment.certificate_fingerprint.clone();
+        let server = source.server()?;
+        server
+            .check_supported(source.remote())
+            .map_err(Error::Unsafe)?;
+        let source_fingerprint = server.environment.certificate_fingerprint.clone();
         plan::check_source(
             &source_fingerprint,
             &self.standby_fingerprint,
