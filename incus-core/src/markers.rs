@@ -41,6 +41,9 @@ pub mod key {
     pub const ARCHIVE_TIME: &str = "user.incus-standby.archive-time";
     pub const LEASE: &str = "user.incus-standby.lease";
     pub const DRILL: &str = "user.incus-standby.drill";
+    /// On a replica of a clustered primary: every member's address, so that an emergency
+    /// can ask the others when the remote's own address is the dead member.
+    pub const SOURCE_MEMBERS: &str = "user.incus-standby.source-members";
     /// On a drill's clone (instance and volumes): the replica it was made from.
     pub const DRILL_OF: &str = "user.incus-standby.drill-of";
     /// An instance's identity in Incus (not ours): kept by refresh and restore, new on a
@@ -461,6 +464,8 @@ pub struct ReplicaMarkers {
     pub promoted: Option<Promoted>,
     pub replaced: Option<Replaced>,
     pub archive: Option<ArchiveOf>,
+    /// The primary is a cluster: its members' addresses (empty: a single server).
+    pub source_members: Vec<String>,
 }
 
 impl ReplicaMarkers {
@@ -482,6 +487,9 @@ impl ReplicaMarkers {
                 }),
                 _ => None,
             },
+            source_members: get(key::SOURCE_MEMBERS)
+                .map(|m| m.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -504,6 +512,10 @@ impl ReplicaMarkers {
         patch.put(
             key::ARCHIVE_TIME,
             self.archive.as_ref().map(|a| timestamp(a.created_at)),
+        );
+        patch.put(
+            key::SOURCE_MEMBERS,
+            (!self.source_members.is_empty()).then(|| self.source_members.join(" ")),
         );
         patch.merge(PrimaryMarkers::default().to_patch());
         patch
@@ -808,6 +820,10 @@ mod tests {
                 "s0",
                 at("2026-11-01T00:00:00Z"),
             )),
+            source_members: vec![
+                "https://10.0.0.1:8443".into(),
+                "https://10.0.0.2:8443".into(),
+            ],
         };
         let mut written = BTreeMap::new();
         markers.to_patch().apply_to(&mut written);

@@ -440,3 +440,63 @@ fn a_dead_primary_member_allows_an_emergency_promotion_of_its_instances() {
     assert_eq!(status_of(&replica), "RUNNING");
     assert_eq!(status_of(&on_m1.address()), "RUNNING");
 }
+
+/// The member the primary-cluster remote itself points at (m1, 127.0.0.11) dies: the remote
+/// does not answer, but m2 does, at the address the replicas recorded. `--emergency` must
+/// not pass for the instance on the live member m2: it still runs there. (In this two-member
+/// lab m1 is the cluster's only database voter, so m2 cannot say more than that it is alive;
+/// in a cluster of three or more, the others call m1 offline and its instances may be
+/// promoted, as in the test above.)
+#[test]
+fn the_remote_address_being_the_dead_member_never_lets_an_emergency_promote_a_live_one() {
+    let _one = cluster_lab();
+    let on_m1 = Instance::builder("primary-cluster", &unique("em-rdead"))
+        .member("m1")
+        .build();
+    let on_m2 = Instance::builder("primary-cluster", &unique("em-ralive"))
+        .member("m2")
+        .build();
+    let snap = tool("incus-snap")
+        .args([on_m1.address(), on_m2.address()])
+        .run();
+    snap.assert_success();
+    tool("incus-push")
+        .args(["--to", "standby"])
+        .stdin(snap.stdout.clone())
+        .run()
+        .assert_success();
+    assert!(
+        config_of(
+            &format!("standby:{}", on_m2.name),
+            "user.incus-standby.source-members"
+        )
+        .contains(":"),
+        "the replica records the primary cluster's members"
+    );
+    Cmd::new("kill")
+        .args(["-KILL", &lab().daemon_pid("pcluster-m1")])
+        .run()
+        .assert_success();
+    let promote = |instance: &Instance| {
+        tool("incus-failover")
+            .args([
+                "promote",
+                "--emergency",
+                "--standby",
+                "standby",
+                &instance.address(),
+            ])
+            .timeout(Duration::from_secs(180))
+            .run()
+    };
+    let alive = promote(&on_m2);
+    let dead = promote(&on_m1);
+    lab().up();
+    alive.assert_code(2);
+    assert!(alive.first_error().contains("answers"), "{}", alive.stdout);
+    assert_eq!(status_of(&on_m2.address()), "RUNNING");
+    assert_eq!(status_of(&format!("standby:{}", on_m2.name)), "STOPPED");
+    // Without a cluster that can tell, the copy on m1 may still run: refused too.
+    dead.assert_code(2);
+    assert_eq!(status_of(&format!("standby:{}", on_m1.name)), "STOPPED");
+}

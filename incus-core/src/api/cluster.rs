@@ -34,6 +34,29 @@ pub fn membership(client: &Client) -> Result<Membership> {
     Ok(Membership { members })
 }
 
+/// The address (`https://HOST:PORT`) of every member of the cluster (empty: a single
+/// server).
+pub fn member_urls(client: &Client) -> Result<Vec<String>> {
+    if !client.server()?.environment.server_clustered {
+        return Ok(Vec::new());
+    }
+    #[derive(serde::Deserialize)]
+    struct Member {
+        #[serde(default)]
+        url: String,
+    }
+    let members: Vec<Member> = client
+        .fetch(&crate::client::Request::get("/cluster/members").query("recursion", "1"))?
+        .0;
+    let mut urls: Vec<String> = members
+        .into_iter()
+        .map(|m| m.url)
+        .filter(|u| !u.is_empty())
+        .collect();
+    urls.sort();
+    Ok(urls)
+}
+
 /// A member's state as its cluster sees it: `Online`, `Offline` (no heartbeat for
 /// `cluster.offline_threshold`), `Evacuated`, `Blocked`.
 pub fn member_status(client: &Client, member: &str) -> Result<String> {

@@ -335,6 +335,22 @@ impl Client {
         client
     }
 
+    /// The same remote reached at another address (`https://HOST:PORT`), with the same client
+    /// certificate and pinned server certificate: another member of a cluster, which shares
+    /// the cluster's certificate. A unix socket client is returned as it is.
+    pub fn at_url(&self, url: &str) -> Client {
+        let mut client = self.clone();
+        if let Endpoint::Https {
+            url: ref mut at, ..
+        } = client.endpoint
+        {
+            *at = url.to_string();
+            client.base = url.to_string();
+            client.server = Arc::new(Mutex::new(None));
+        }
+        client
+    }
+
     /// The HTTPS URL of the remote, when it is one.
     pub fn url(&self) -> Option<&str> {
         match self.endpoint {

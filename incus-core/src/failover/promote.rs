@@ -341,18 +341,23 @@ fn emergency_allowed(pairs: &Pairs, standby_name: &str) -> Result<Emergency, Err
             .dead_members
             .insert(remote.to_string(), BTreeSet::new());
         let client = pairs.connections.client(remote, None)?;
-        match client.server() {
-            Ok(_) => {}
-            Err(crate::Error::Unreachable { .. }) => continue,
+        let answering = match client.server() {
+            Ok(_) => client,
+            // The remote's own address is dead; when the primary is a cluster (its replicas
+            // say so), another member may answer for it.
+            Err(crate::Error::Unreachable { .. }) => match another_member(pairs, remote, &client) {
+                Some(member) => member,
+                None => continue,
+            },
             Err(e) => {
                 return Err(Error::Refused(format!(
                     "--emergency refused: the primary {remote} cannot be judged unreachable ({e})"
                 )));
             }
-        }
+        };
         // It answers: only instances it no longer has may be promoted so.
         for pair in pairs.pairs.iter().filter(|p| p.of.remote == remote) {
-            let primary = pairs.primary(pair)?;
+            let primary = answering.in_project(&pair.of.project);
             match instances::get(&primary, &pair.of.instance) {
                 Err(e) if e.is_not_found() => {}
                 // A cluster that answers, but not the member holding the instance: the
@@ -404,6 +409,26 @@ fn emergency_allowed(pairs: &Pairs, standby_name: &str) -> Result<Emergency, Err
         emergency.fence_by_hand.push(note);
     }
     Ok(emergency)
+}
+
+/// Another member of a clustered primary whose remote address does not answer: the member
+/// addresses its replicas recorded (`user.incus-standby.source-members`), tried in turn with
+/// the remote's certificates (the members share the cluster's). `None`: a single server, or
+/// no member answers.
+fn another_member(pairs: &Pairs, remote: &str, client: &Client) -> Option<Client> {
+    let mut urls: Vec<String> = Vec::new();
+    for pair in pairs.pairs.iter().filter(|p| p.of.remote == remote) {
+        if let Ok((replica, _)) = instances::get(&pairs.replica(pair), &pair.of.instance) {
+            for url in ReplicaMarkers::from_config(&replica.config).source_members {
+                if !urls.contains(&url) && Some(url.as_str()) != client.url() {
+                    urls.push(url);
+                }
+            }
+        }
+    }
+    urls.into_iter()
+        .map(|url| client.at_url(&url))
+        .find(|member| member.server().is_ok())
 }
 
 /// Starts the instances that should come up first first: `boot.autostart.priority`, highest

@@ -50,6 +50,9 @@ pub struct Replicator<'a> {
     pub(super) profile_pools: Mutex<BTreeMap<(String, String, String), Option<String>>>,
     /// The custom volumes claimed in this run, per (standby project, volume): the instance
     /// that replicates a shared volume (the first to reach it).
+    /// The member addresses of each clustered source remote, read once (empty: a single
+    /// server).
+    pub(super) source_members: Mutex<BTreeMap<String, Vec<String>>>,
     pub(super) volumes_claimed: Mutex<BTreeMap<(String, crate::api::volumes::VolumeRef), String>>,
     /// Progress bars on a terminal (hidden otherwise): one per transfer under way, and the
     /// total a caller may add ([`Replicator::total_bar`]).
@@ -100,6 +103,7 @@ impl<'a> Replicator<'a> {
             replicas: Mutex::new(BTreeMap::new()),
             pooled: Default::default(),
             volumes_claimed: Mutex::new(BTreeMap::new()),
+            source_members: Mutex::new(BTreeMap::new()),
             bars: if std::io::stderr().is_terminal() {
                 indicatif::MultiProgress::new()
             } else {

@@ -46,6 +46,8 @@ pub struct Observed {
     /// devices): the source's own root disk, else its profiles' (the standby's copy of each,
     /// the source's for one the standby lacks). Read only where something will be sent.
     pub restore_pool: Option<String>,
+    /// The source's cluster members' addresses (empty: a single server).
+    pub source_members: Vec<String>,
     /// The custom volumes the source attaches, both sides.
     pub volumes: Vec<super::volumes::VolumeSide>,
 }
@@ -69,7 +71,29 @@ pub(super) fn ids(list: &[snapshots::Snapshot]) -> Vec<SnapshotId> {
         .collect()
 }
 
+/// What a current replica's markers must say.
+struct Wanted<'a> {
+    source_id: &'a SourceId,
+    source_uuid: &'a Option<String>,
+    settings: &'a SourceSettings,
+    source_members: &'a [String],
+}
+
 impl Replicator<'_> {
+    /// The member addresses of a clustered source, read once per remote and run.
+    fn source_members(&self, source: &Client) -> Result<Vec<String>, Error> {
+        if let Ok(cache) = self.source_members.lock()
+            && let Some(known) = cache.get(source.remote())
+        {
+            return Ok(known.clone());
+        }
+        let members = crate::api::cluster::member_urls(source)?;
+        if let Ok(mut cache) = self.source_members.lock() {
+            cache.insert(source.remote().to_string(), members.clone());
+        }
+        Ok(members)
+    }
+
     /// Reads what replicating `selected` needs; refuses, before reading more, a source that
     /// is the standby itself or is fenced for a promotion.
     pub(super) fn observe(&self, selected: &Selected) -> Result<Observation, Error> {
@@ -96,14 +120,14 @@ impl Replicator<'_> {
         let instance = &selected.instance;
         let source_uuid = markers::instance_uuid(&instance.config).cloned();
         let settings = SourceSettings::of_source(&instance.config);
-        if let Some(location) = self.current_by_listing(
-            source,
-            &target,
-            instance,
-            &source_id,
-            &source_uuid,
-            &settings,
-        ) {
+        let source_members = self.source_members(source)?;
+        let wanted = Wanted {
+            source_id: &source_id,
+            source_uuid: &source_uuid,
+            settings: &settings,
+            source_members: &source_members,
+        };
+        if let Some(location) = self.current_by_listing(source, &target, instance, &wanted) {
             return Ok(Observation::CurrentByListing { location });
         }
         let source_snapshots = snapshots::list(source, name)?;
@@ -137,6 +161,7 @@ impl Replicator<'_> {
             archives: None,
             standby_profiles: BTreeSet::new(),
             restore_pool: None,
+            source_members,
             volumes: Vec::new(),
         };
         observed.volumes = self.observe_volumes(
@@ -161,10 +186,9 @@ impl Replicator<'_> {
         source: &Client,
         target: &Client,
         instance: &Instance,
-        source_id: &SourceId,
-        source_uuid: &Option<String>,
-        settings: &SourceSettings,
+        wanted: &Wanted,
     ) -> Option<Option<String>> {
+        let source_id = wanted.source_id;
         let name = instance.name.as_str();
         if !self.options.listings_once() {
             return None;
@@ -173,8 +197,9 @@ impl Replicator<'_> {
         let found = ReplicaMarkers::from_config(&listed.config);
         let current = !listed.is_running()
             && found.source.as_ref() == Some(source_id)
-            && found.source_uuid == *source_uuid
-            && found.source_settings.as_ref() == Some(settings)
+            && found.source_uuid == *wanted.source_uuid
+            && found.source_settings.as_ref() == Some(wanted.settings)
+            && found.source_members == *wanted.source_members
             && found.promoted.is_none()
             && found.synced_at.is_some();
         if !current {

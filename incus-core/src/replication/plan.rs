@@ -497,6 +497,7 @@ pub fn decide(
         source: Some(observed.source_id.clone()),
         source_uuid: observed.source_uuid.clone(),
         source_settings: Some(observed.settings.clone()),
+        source_members: observed.source_members.clone(),
         ..ReplicaMarkers::default()
     };
     let replica_location = match start {
@@ -641,6 +642,7 @@ fn marker_updates(
         wanted.source_uuid = observed.source_uuid.clone();
     }
     wanted.source_settings = Some(observed.settings.clone());
+    wanted.source_members = observed.source_members.clone();
     replica.markers.changes_to(&wanted)
 }
 
@@ -1006,6 +1008,7 @@ mod tests {
                 archives: None,
                 standby_profiles: BTreeSet::from(["default".to_string()]),
                 restore_pool: None,
+                source_members: Vec::new(),
                 volumes: Vec::new(),
             }
         }
