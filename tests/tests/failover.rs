@@ -647,6 +647,13 @@ fn a_promotion_whose_start_fails_gives_the_service_back() {
         incus_ok(&["profile", "device", "show", &on_standby]).contains("broken"),
         "the standby's profile did not keep the broken disk"
     );
+    // Killed in the middle of its rollback (the replica inert again, the primary still
+    // fenced and stopped): the service runs nowhere until the same command is run again.
+    let killed = tool("incus-failover")
+        .env("FAILPOINTS", "failover::mid-rollback=return(abort)")
+        .args(["promote", "--standby", "standby", &name])
+        .run();
+    let killed_state = (killed.code, status_of(&name), status_of(&standby));
     let out = failover(&["promote", "--standby", "standby", &name]);
     let steps: Vec<String> = out
         .records_of("step")
@@ -654,6 +661,12 @@ fn a_promotion_whose_start_fails_gives_the_service_back() {
         .map(|s| s["step"].as_str().unwrap_or_default().to_string())
         .collect();
     let result = std::panic::catch_unwind(|| {
+        assert_eq!(
+            killed_state,
+            (134, "STOPPED".to_string(), "STOPPED".to_string()),
+            "{killed:?}"
+        );
+        // Run again, it gives the service back.
         out.assert_code(1);
         assert!(
             steps.ends_with(&["start".to_string(), "rollback".to_string()]),

@@ -1129,6 +1129,11 @@ impl PromotionSequence<'_> {
         inert.merge(markers.to_patch());
         instances::patch_config(&standby, p.name(), &inert.as_merge(), None)
             .map_err(|e| Error::incus("making the replica inert again", e))?;
+        // A run killed here leaves the primary fenced and stopped: the next run of the same
+        // promotion starts the replica or, failing again, gives the service back.
+        fail::fail_point!("failover::mid-rollback", |arg| Err(Error::Injected(
+            crate::replication::injected_error(arg)
+        )));
         let primary = p.pairs.primary(p.pair)?;
         let (instance, _) = instances::get(&primary, p.name())?;
         let own = super::fence::PrimaryFacts::of(&instance, None).own_autostart();
