@@ -610,7 +610,8 @@ ready_text() {
 set_incus() {
     local want=$1 have d
     case "$want" in
-        "") return 0 ;;
+        # Not asked: the lab's own (recorded now, so that a restart keeps it).
+        "") want=$(lab_incus) ;;
         6.0 | 7.0 | mixed) ;;
         6 | 7) want=$want.0 ;;
         *) die "unknown Incus version: $want (6.0, 7.0 or mixed)" ;;
