@@ -743,6 +743,36 @@ fn a_volume_no_instance_attaches_is_selected_by_itself() {
     out.assert_success();
     assert_eq!(out.records_of("volume-push")[0]["status"], "up-to-date");
 
+    // A block volume (what a VM attaches) travels the same way.
+    let block = Volume {
+        remote: "primary".into(),
+        pool: "default".into(),
+        name: unique("vol-block"),
+    };
+    incus_ok(&[
+        "storage",
+        "volume",
+        "create",
+        "primary:default",
+        &block.name,
+        "--type=block",
+        "size=16MiB",
+    ]);
+    let block_address = format!("primary:default/{}", block.name);
+    let snapped = tool("incus-snap").args(["--volume", &block_address]).run();
+    snapped.assert_success();
+    let out = push(&["--volume", &block_address]);
+    out.assert_success();
+    assert_eq!(
+        out.records_of("volume-push")[0]["status"],
+        "copied",
+        "{}",
+        out.stdout
+    );
+    let shown = incus_ok(&["storage", "volume", "show", "standby:default", &block.name]);
+    assert!(shown.contains("content_type: block"), "{shown}");
+    assert_eq!(volume_snapshots("standby", "default", &block.name).len(), 1);
+
     // Bad input: a clear line, nothing done.
     let out = push(&["--volume", "share"]);
     assert_eq!(out.code, 2, "{}", out.stdout);
