@@ -75,3 +75,64 @@ fn a_source_without_a_network_listener_names_the_modes_that_work() {
     relay.assert_success();
     assert_eq!(snapshots_of(&format!("standby:{}", c.name), None), ["s1"]);
 }
+
+/// The standby stops answering (SIGSTOP) in the middle of a run with several instances: the
+/// first request to time out marks it gone for the run, and the instances after it fail at
+/// once, each saying why, instead of each waiting for its own timeout. The next run, with
+/// the standby back, converges.
+#[test]
+fn a_standby_that_stops_answering_is_remembered_for_the_rest_of_the_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let instances: Vec<Instance> = (0..5)
+        .map(|i| Instance::create("local", &unique(&format!("dis-stall{i}"))))
+        .collect();
+    for c in &instances {
+        c.snapshot("s1");
+    }
+    let names: Vec<&str> = instances.iter().map(|c| c.name.as_str()).collect();
+    let child = tool("incus-push")
+        .env("INCUS_STANDBY_TIMEOUT", "3")
+        .args(["--to", "standby", "--jobs", "1"])
+        .args(&names)
+        .spawn();
+    let first = format!("standby:{}", names[0]);
+    let mut appeared = false;
+    for _ in 0..400 {
+        if instance_exists(&first, None) {
+            appeared = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let standby = lab().daemon_pid("standby");
+    std::process::Command::new("kill")
+        .args(["-STOP", &standby])
+        .status()
+        .expect("stop the standby daemon");
+    let started = std::time::Instant::now();
+    let output = child.wait_with_output().expect("incus-push ends");
+    let took = started.elapsed();
+    std::process::Command::new("kill")
+        .args(["-CONT", &standby])
+        .status()
+        .expect("continue the standby daemon");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(appeared, "the first replica never appeared: {stdout}");
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let skipped = stdout
+        .matches("stopped answering earlier in this run")
+        .count();
+    assert!(skipped >= 2, "{skipped} skipped: {stdout}");
+    assert!(stdout.contains("no answer in time"), "{stdout}");
+    // One timeout (3 s, maybe two for the instance in flight), not one per instance.
+    assert!(took < Duration::from_secs(20), "took {took:?}: {stdout}");
+
+    let out = tool("incus-push")
+        .args(["--to", "standby"])
+        .args(&names)
+        .run();
+    out.assert_success();
+    for name in &names {
+        assert_eq!(snapshots_of(&format!("standby:{name}"), None), ["s1"]);
+    }
+}

@@ -157,6 +157,16 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// How long one request may wait for its answer: `INCUS_STANDBY_TIMEOUT` seconds (for slow
+/// links, or tests), else 120 s. Operations are waited for separately, without this limit.
+pub fn request_timeout() -> Duration {
+    std::env::var("INCUS_STANDBY_TIMEOUT")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(Duration::from_secs(120), Duration::from_secs)
+}
+
 /// Requests sent by this process (`INCUS_STANDBY_STATS=1` prints it when a tool ends; `2`
 /// also prints each request as it is sent).
 pub static API_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -171,7 +181,7 @@ impl Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let builder = reqwest::blocking::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
+            .timeout(request_timeout())
             .pool_idle_timeout(Duration::from_secs(30));
         let (http, base, transport) = match &endpoint {
             // No connection reuse on the socket: with many parallel requests, a request sent

@@ -53,6 +53,9 @@ pub struct Replicator<'a> {
     /// The member addresses of each clustered source remote, read once (empty: a single
     /// server).
     pub(super) source_members: Mutex<BTreeMap<String, Vec<String>>>,
+    /// Remotes that did not answer at all in this run, and why: later instances that need
+    /// them fail at once instead of each waiting for its own timeout.
+    pub(super) gone: Mutex<BTreeMap<String, String>>,
     pub(super) volumes_claimed: Mutex<BTreeMap<(String, crate::api::volumes::VolumeRef), String>>,
     /// Progress bars on a terminal (hidden otherwise): one per transfer under way, and the
     /// total a caller may add ([`Replicator::total_bar`]).
@@ -103,6 +106,7 @@ impl<'a> Replicator<'a> {
             replicas: Mutex::new(BTreeMap::new()),
             pooled: Default::default(),
             volumes_claimed: Mutex::new(BTreeMap::new()),
+            gone: Mutex::new(BTreeMap::new()),
             source_members: Mutex::new(BTreeMap::new()),
             bars: if std::io::stderr().is_terminal() {
                 indicatif::MultiProgress::new()
@@ -127,9 +131,13 @@ impl<'a> Replicator<'a> {
     /// the failed attempt left is an unfinished copy, which the next attempt deletes and
     /// copies anew (as the next run would). The record counts the retries.
     pub fn replicate(&self, selected: &Selected) -> Result<PushRecord, Error> {
+        self.check_not_gone(&[&self.options.to, &selected.of.remote])?;
         let mut retries = 0;
         loop {
-            match self.replicate_once(selected) {
+            match self
+                .replicate_once(selected)
+                .inspect_err(|e| self.remember_gone(e))
+            {
                 Ok(mut record) => {
                     record.retries = retries;
                     return Ok(record);
@@ -144,6 +152,31 @@ impl<'a> Replicator<'a> {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Fails at once when one of `remotes` stopped answering earlier in this run.
+    pub(super) fn check_not_gone(&self, remotes: &[&str]) -> Result<(), Error> {
+        let gone = self
+            .gone
+            .lock()
+            .map_err(|_| Error::Unsafe("remote states poisoned".to_string()))?;
+        for remote in remotes {
+            if let Some(reason) = gone.get(*remote) {
+                return Err(Error::Unsafe(format!(
+                    "skipped: {remote} stopped answering earlier in this run ({reason}); the next run will try again"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Remembers a remote that did not answer at all.
+    pub(super) fn remember_gone(&self, error: &Error) {
+        if let Some((remote, reason)) = error.unreachable()
+            && let Ok(mut gone) = self.gone.lock()
+        {
+            gone.entry(remote).or_insert(reason);
         }
     }
 

@@ -39,6 +39,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// The remote that did not answer at all (unreachable, or no answer in time), and why:
+    /// the run then stops sending it work.
+    pub fn unreachable(&self) -> Option<(String, String)> {
+        let source = match self {
+            Error::Incus(step) | Error::TransientCopy(step) => &step.source,
+            _ => return None,
+        };
+        match source.as_ref() {
+            crate::Error::Unreachable { remote, reason, .. } => {
+                Some((remote.clone(), reason.clone()))
+            }
+            _ => None,
+        }
+    }
+
     /// Incus failed while doing `doing` (empty: its message alone).
     pub fn incus(doing: impl Into<String>, source: crate::Error) -> Self {
         Error::incus_left(doing, source, "")

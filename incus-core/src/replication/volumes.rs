@@ -503,6 +503,15 @@ impl Replicator<'_> {
         &self,
         selected: &crate::select::SelectedVolume,
     ) -> Result<VolumePushRecord, Error> {
+        self.check_not_gone(&[&self.options.to, &selected.of.remote])?;
+        self.replicate_volume_once(selected)
+            .inspect_err(|e| self.remember_gone(e))
+    }
+
+    fn replicate_volume_once(
+        &self,
+        selected: &crate::select::SelectedVolume,
+    ) -> Result<VolumePushRecord, Error> {
         let started = std::time::Instant::now();
         let options = self.options;
         let source = &selected.client;
