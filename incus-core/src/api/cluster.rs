@@ -8,6 +8,8 @@ use crate::error::{Error, Result};
 pub struct Membership {
     /// The member names, sorted (empty: a single server).
     pub members: Vec<String>,
+    /// Those the cluster calls `Offline` (no heartbeat for `cluster.offline_threshold`).
+    pub offline: Vec<String>,
 }
 
 impl Membership {
@@ -20,6 +22,16 @@ impl Membership {
     pub fn has_member(&self, name: &str) -> bool {
         self.members.iter().any(|m| m == name)
     }
+
+    /// The members that answer: where a new instance may be placed by name (a member that
+    /// is offline cannot take it; the cluster's own scheduler avoids it).
+    pub fn online(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| !self.offline.contains(m))
+            .cloned()
+            .collect()
+    }
 }
 
 /// Whether the server is a cluster and, if so, its members (its server information, read
@@ -28,10 +40,25 @@ pub fn membership(client: &Client) -> Result<Membership> {
     if !client.server()?.environment.server_clustered {
         return Ok(Membership::default());
     }
-    let urls: Vec<String> = client.get("/cluster/members")?;
-    let mut members: Vec<String> = urls.iter().map(|u| super::last_segment(u)).collect();
+    #[derive(serde::Deserialize)]
+    struct Member {
+        #[serde(default)]
+        server_name: String,
+        #[serde(default)]
+        status: String,
+    }
+    let listed: Vec<Member> = client
+        .fetch(&crate::client::Request::get("/cluster/members").query("recursion", "1"))?
+        .0;
+    let mut members: Vec<String> = listed.iter().map(|m| m.server_name.clone()).collect();
     members.sort();
-    Ok(Membership { members })
+    let mut offline: Vec<String> = listed
+        .into_iter()
+        .filter(|m| m.status.eq_ignore_ascii_case("offline"))
+        .map(|m| m.server_name)
+        .collect();
+    offline.sort();
+    Ok(Membership { members, offline })
 }
 
 /// The address (`https://HOST:PORT`) of every member of the cluster (empty: a single
@@ -79,5 +106,29 @@ pub fn check_group(client: &Client, group: &str) -> Result<()> {
             client.remote()
         ))),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offline_member_takes_no_new_instance_by_name() {
+        let membership = Membership {
+            members: vec!["m1".into(), "m2".into(), "m3".into()],
+            offline: vec!["m2".into()],
+        };
+        assert!(membership.is_cluster());
+        assert!(membership.has_member("m2"));
+        assert_eq!(membership.online(), ["m1", "m3"]);
+        // With the same-named member offline, a new replica goes where the scheduler says.
+        let placement = crate::replication::placement::target(
+            &crate::replication::Placement::Auto,
+            None,
+            Some("m2"),
+            &membership.online(),
+        );
+        assert_eq!(placement, None);
     }
 }

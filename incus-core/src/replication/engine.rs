@@ -99,7 +99,8 @@ impl<'a> Replicator<'a> {
             options,
             standby,
             standby_fingerprint,
-            standby_members: membership.members,
+            // A new replica is placed by name on a member that answers only.
+            standby_members: membership.online(),
             profiles: Mutex::new(BTreeMap::new()),
             profile_pools: Mutex::new(BTreeMap::new()),
             operations: Mutex::new(BTreeMap::new()),
