@@ -131,6 +131,13 @@ fn standalone_to_cluster_places_new_replicas_and_refreshes_them_where_they_live(
             .args(targets.iter().map(|i| i.address()))
             .run()
     };
+    // A dry run says where the new replica would go: the member asked for.
+    let dry = push(&["--target", "m2", "--dry-run"], &[&a]);
+    dry.assert_success();
+    assert_eq!(
+        field(&dry.records_of("push"), &a.name, "target_location"),
+        "m2"
+    );
     let first = push(&["--target", "m2"], &[&a]);
     first.assert_success();
     assert_eq!(

@@ -80,7 +80,17 @@ impl Replicator<'_> {
                 .as_ref()
                 .map(|a| a.plan.delete.clone())
                 .unwrap_or_default();
-            return Ok(report.record(&decision.plan, decision.replica_location));
+            // Where the copy would go: the replica's member for a refresh; for a new copy
+            // (also one replacing an unfinished or moved-aside replica) the member placement
+            // names, absent when the cluster's scheduler or a group will choose.
+            let location = match decision.start {
+                Start::Refresh => decision.replica_location.clone(),
+                _ => decision
+                    .placement
+                    .clone()
+                    .filter(|target| !target.starts_with('@')),
+            };
+            return Ok(report.record(&decision.plan, location));
         }
         // An unfinished first copy is deleted without its lease: it cannot be promoted (not
         // ready), and one that a dying standby left without its storage volume (Incus 7.0)
