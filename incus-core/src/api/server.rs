@@ -86,12 +86,15 @@ impl ServerInfo {
         Features {
             full_volume_listing: self.has_extension("storage_volume_full"),
             disk_only_restore: self.has_extension("instance_snapshot_disk_only_restore"),
+            btrfs_refresh_receives_again: self
+                .version()
+                .is_some_and(|v| v >= ServerVersion::new(7, 0, 0)),
         }
     }
 }
 
 /// The behaviour that differs between the Incus releases the tools support (6.0 and 7.0
-/// LTS), each from an API extension.
+/// LTS), from an API extension where one names it, else from the version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Features {
     /// `storage_volume_full`: `GET /1.0/storage-pools/POOL/volumes?recursion=2` embeds each
@@ -102,6 +105,11 @@ pub struct Features {
     /// configuration alone, so a replica never carries its snapshot's own settings
     /// (autostart, last power state) between the restore and the write after it.
     pub disk_only_restore: bool,
+    /// Incus 7.0 (no API extension names it): an optimized btrfs refresh into this server can
+    /// receive again a snapshot the target already has (Incus sends again every snapshot whose
+    /// subvolume UUID differs). Incus 6.0.4 fails there (`rename … migration.N/S/S …/S: file
+    /// exists`), which is what a failback's final sync on btrfs meets.
+    pub btrfs_refresh_receives_again: bool,
 }
 
 /// An Incus version: `MAJOR.MINOR.PATCH` for an LTS release (`6.0.4`, `7.0.2`),
@@ -236,6 +244,9 @@ mod tests {
         assert_eq!(info.check_supported("standby"), Ok(()));
         assert!(info.features().disk_only_restore);
         assert!(!info.features().full_volume_listing);
+        assert!(info.features().btrfs_refresh_receives_again);
+        info.environment.server_version = "6.0.4".into();
+        assert!(!info.features().btrfs_refresh_receives_again);
         info.environment.server_version = "5.21.3".into();
         assert!(
             info.check_supported("standby")
