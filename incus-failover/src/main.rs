@@ -136,8 +136,8 @@ pub struct FailbackArgs {
     /// Who connects to whom for the copies (as incus-push --mode)
     #[arg(long, value_enum, default_value_t = Mode::Pull)]
     pub mode: Mode,
-    /// Fail back an instance on a btrfs pool even so (refused by default: Incus 6.0.4 fails
-    /// that copy)
+    /// Fail back an instance on btrfs to an Incus 6.0 primary even so (refused by default:
+    /// its btrfs refresh fails the final sync; Incus 7.0 does it)
     #[arg(long)]
     pub btrfs_anyway: bool,
 }

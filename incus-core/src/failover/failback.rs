@@ -23,6 +23,7 @@
 //! A `final-snapshot` or `final-sync` that fails, once the standby copy was stopped, starts
 //! it again (`restart`): the service is never left down. The two copies never run at once.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -55,7 +56,7 @@ pub struct FailbackOptions {
     pub stop_timeout: u64,
     /// Who connects to whom for the copies.
     pub mode: Mode,
-    /// Fail back an instance on a btrfs pool even so.
+    /// Fail back an instance on btrfs to an Incus 6.0 primary even so.
     pub btrfs_anyway: bool,
 }
 
@@ -232,7 +233,7 @@ fn failback_one(
         FailbackState::OldCopyInPlace | FailbackState::NotCopied
     ) && !options.btrfs_anyway
     {
-        sequence.refuse_btrfs()?;
+        sequence.refuse_btrfs_on_6_0()?;
     }
     if state == FailbackState::OldCopyInPlace {
         record.kept_aside = Some(sequence.aside.clone());
@@ -376,6 +377,14 @@ impl Sequence for Failback<'_> {
         match step {
             Step::KeepAside => self.keep_old_primary_aside(),
             Step::PreCopy => {
+                if self.btrfs_both_ways()? {
+                    clear_received_uuids(
+                        &self.standby,
+                        self.standby_name,
+                        name,
+                        self.options.mode,
+                    )?;
+                }
                 self.sync("pre-copy")?;
                 self.pre_copied
                     .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -527,29 +536,35 @@ impl Failback<'_> {
             .map(|s| s.name.clone()))
     }
 
-    /// Incus 6.0.4 cannot copy back to a btrfs pool an instance whose snapshots a refresh
-    /// brought (`btrfs receive` cannot find the parent subvolume; reproduced with the plain
-    /// `incus copy`), and a retried copy can leave the pool's volume broken. Refused before
-    /// anything changes.
-    fn refuse_btrfs(&self) -> Result<(), Error> {
+    /// A primary whose btrfs refresh cannot receive a snapshot again (Incus 6.0.4, see
+    /// [`crate::api::server::Features::btrfs_refresh_receives_again`]) would fail the final
+    /// sync; refused before anything changes.
+    fn refuse_btrfs_on_6_0(&self) -> Result<(), Error> {
+        let server = self.primary.server()?;
+        if server.features().btrfs_refresh_receives_again || !self.btrfs_both_ways()? {
+            return Ok(());
+        }
+        let version = match server.server_version() {
+            "" => "an Incus that does not say its version".to_string(),
+            v => format!("Incus {v}"),
+        };
+        Err(Error::Refused(format!(
+            "the instance is on btrfs and the primary runs {version}, whose btrfs refresh cannot receive again a snapshot it has (\"file exists\"), which the final sync of a failback needs; nothing was changed: keep it running on {}, or upgrade the primary to Incus 7.0 LTS (--btrfs-anyway tries even so)",
+            self.standby_name
+        )))
+    }
+
+    /// Both copies of the instance are on btrfs pools (then Incus sends btrfs streams between
+    /// them, see [`clear_received_uuids`]).
+    fn btrfs_both_ways(&self) -> Result<bool, Error> {
         let (standby_copy, _) = instances::get(&self.standby, self.name())?;
         let Some(pool) = standby_copy.root_pool() else {
-            return Ok(());
+            return Ok(false);
         };
-        let drivers = [
-            crate::api::projects::pool_driver(&self.standby, pool),
-            crate::api::projects::pool_driver(self.primary, pool),
-        ];
-        if drivers
-            .iter()
-            .any(|d| d.as_deref().is_ok_and(|d| d == "btrfs"))
-        {
-            return Err(Error::Refused(format!(
-                "the instance is on btrfs pool {pool}: Incus 6.0 cannot copy it back (btrfs receive cannot find the parent subvolume of snapshots a refresh brought, with the plain incus CLI too), and a failed copy can damage the pool's volume; nothing was changed: keep it running on {}, or fail back by hand to another pool, or pass --btrfs-anyway on an Incus that has the fix",
-                self.standby_name
-            )));
-        }
-        Ok(())
+        let btrfs = |client: &Client| {
+            crate::api::projects::pool_driver(client, pool).map(|driver| driver == "btrfs")
+        };
+        Ok(btrfs(&self.standby)? && btrfs(self.primary)?)
     }
 
     /// The old primary copy, with whatever it holds that the standby does not, is renamed
@@ -706,6 +721,11 @@ impl Failback<'_> {
         if markers.source.is_none() {
             return Ok(());
         }
+        // Before the instance's identity ends the step (a failure is retried by the next run):
+        // the next push sends this copy's snapshots, which the failback's refresh received.
+        if self.btrfs_both_ways()? {
+            clear_received_uuids(self.primary, &self.pair.of.remote, name, self.options.mode)?;
+        }
         // The volumes first: the instance's identity, written last, ends the step.
         crate::replication::volumes::give_own_settings(self.primary, name)
             .map_err(|e| Error::incus("giving the primary's volumes their own settings", e))?;
@@ -733,6 +753,95 @@ impl Failback<'_> {
     }
 }
 
+/// Marks the throwaway copy [`clear_received_uuids`] makes, so that a cut run's is recognised
+/// and deleted (and nothing else ever is).
+const SEND_PASS_KEY: &str = "user.incus-standby.btrfs-send-pass";
+
+/// Makes the instance's btrfs snapshots safe to send to another server, by sending them all
+/// once on their own server: a copy of the instance under a throwaway name on the same pool,
+/// deleted at once.
+///
+/// Why (Incus 6.0.4 and 7.0.2 alike; the code is unchanged in Incus main as of 7.3): a btrfs
+/// snapshot that an optimized *refresh* brought stays read-write, with its received UUID set
+/// again by Incus (the refresh path leaves out the subvolume's read-only flag). To send such a
+/// snapshot, Incus sets it read-only, sends it (the stream names it by its received UUID), then
+/// sets it read-write again with `btrfs property set -f`, which clears the received UUID. The
+/// next stream of the same transfer then names that snapshot as its parent by its own UUID,
+/// which the receiving server does not know: `btrfs receive … cannot find parent subvolume`,
+/// and the partly received subvolumes stay on the target's pool. A transfer that failed so
+/// has cleared those UUIDs, which is why a second `incus copy` succeeds. A replica's snapshots
+/// after its first copy, and a promoted replica's `failover-` snapshot, all came by a refresh,
+/// so copying a promoted instance back always met this. A pass on the same server clears them
+/// without a failure (there the parent is found by its own UUID) and leaves nothing behind.
+/// It costs one full copy of the instance on its pool while it runs.
+fn clear_received_uuids(
+    client: &Client,
+    remote: &str,
+    name: &str,
+    mode: Mode,
+) -> Result<(), Error> {
+    use crate::client::WaitOptions;
+    let context = |e| {
+        Error::incus(
+            format!("sending the btrfs snapshots of {remote}:{name} once on their own server"),
+            e,
+        )
+    };
+    let (instance, _) = instances::get(client, name)?;
+    let Some(pool) = instance.root_pool().map(str::to_string) else {
+        return Ok(());
+    };
+    let temp = send_pass_name(name);
+    // A cut run's copy (marked, never anything else).
+    match instances::get(client, &temp) {
+        Ok((left, _)) if left.config.contains_key(SEND_PASS_KEY) => {
+            instances::delete(client, &temp).map_err(context)?
+        }
+        Ok(_) => {
+            return Err(Error::Refused(format!(
+                "{remote}:{temp} exists and is not a copy failback made: rename it"
+            )));
+        }
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e.into()),
+    }
+    // Only the root disk: no NIC, profile or custom volume of the instance's.
+    let mut trimmed = instance.clone();
+    trimmed.devices = crate::api::instances::root_disk(&instance.expanded_devices)
+        .map(|(device, config)| BTreeMap::from([(device.clone(), config.clone())]))
+        .unwrap_or_default();
+    trimmed.profiles = Vec::new();
+    let overrides = BTreeMap::from([
+        (AUTOSTART.to_string(), Some("false".to_string())),
+        (SEND_PASS_KEY.to_string(), Some("true".to_string())),
+    ]);
+    let transfer = crate::api::migration::Transfer {
+        source: client,
+        instance: &trimmed,
+        target: client,
+        target_name: &temp,
+        refresh: false,
+        pool: Some(&pool),
+        config_overrides: &overrides,
+        placement: instance.member(),
+    };
+    let sent = transfer.run(mode, &WaitOptions::default());
+    // Whatever the transfer did, the throwaway copy goes.
+    let deleted = match instances::delete(client, &temp) {
+        Err(e) if !e.is_not_found() => Err(e),
+        _ => Ok(()),
+    };
+    sent.map_err(context)?;
+    deleted.map_err(context)
+}
+
+/// `NAME-btrfs-send-pass`, cut to Incus's 63 characters.
+fn send_pass_name(name: &str) -> String {
+    let suffix = "-btrfs-send-pass";
+    let base: String = name.chars().take(63 - suffix.len()).collect();
+    format!("{}{suffix}", base.trim_end_matches('-'))
+}
+
 /// `NAME-before-failback-YYYYMMDD-HHMMSS`, cut to Incus's 63 characters.
 fn aside_name(name: &str, at: chrono::DateTime<Utc>) -> String {
     let suffix = at.format("-before-failback-%Y%m%d-%H%M%S").to_string();
@@ -751,6 +860,8 @@ mod tests {
         let at = chrono::DateTime::from_timestamp(1_795_899_000, 0).unwrap_or_default();
         assert_eq!(aside_name("web", at), "web-before-failback-20261128-205000");
         assert_eq!(aside_name(&"x".repeat(70), at).len(), 63);
+        assert_eq!(send_pass_name("web"), "web-btrfs-send-pass");
+        assert_eq!(send_pass_name(&"x".repeat(70)).len(), 63);
     }
 
     fn promoted() -> FailbackFacts {
