@@ -572,10 +572,9 @@ fn instance_running(address: &str) -> bool {
         ]) == "RUNNING"
 }
 
-/// A failback that fails once the standby copy is stopped starts it again (no outage), and
-/// one on btrfs is refused before anything changes (Incus 6.0.4 cannot copy it back).
+/// A failback that fails once the standby copy is stopped starts it again (no outage).
 #[test]
-fn a_failing_failback_leaves_the_service_running_and_btrfs_is_refused() {
+fn a_failing_failback_leaves_the_service_running() {
     let _serial = serial();
     let c = replicated("fo-back-fail");
     let name = c.name.clone();
@@ -597,25 +596,101 @@ fn a_failing_failback_leaves_the_service_running_and_btrfs_is_refused() {
     assert_eq!(status_of(&standby), "STOPPED");
     let asides = incus_standby_tests::instances_named("local", &format!("{name}-before-failback-"));
     let _aside = Instance::existing("local", asides.first().map_or("", String::as_str));
+}
 
-    let b = Instance::builder("local", &unique("fo-back-btrfs"))
+/// Failback on btrfs, on Incus 7.0 (on 6.0.4 it is refused before anything changes). The replica's snapshots after its first
+/// copy, and the promotion's `failover-` snapshot, came by refreshes: Incus leaves those
+/// read-write, and sending one clears its received UUID halfway through the transfer, so a
+/// plain copy back fails (`btrfs receive … cannot find parent subvolume`) until a failed
+/// attempt has cleared them all. Failback sends them once on their own server first: the data
+/// written on the standby comes home, the old copy is kept aside, the standby is an inert
+/// replica again, and no throwaway copy is left on either side.
+#[test]
+fn a_failback_on_btrfs_brings_the_data_home_on_7_0_and_is_refused_on_6_0() {
+    let _serial = serial();
+    let push_btrfs = |name: &str| {
+        tool("incus-push")
+            .args(["--to", "standby", "--storage", "btrfs", name])
+            .run()
+    };
+    let c = Instance::builder("local", &unique("fo-back-btrfs"))
         .storage("btrfs")
         .build();
-    b.snapshot("s1");
-    tool("incus-push")
-        .args(["--to", "standby", "--storage", "btrfs", &b.name])
-        .run()
-        .assert_success();
-    failover(&["promote", "--standby", "standby", &b.name]).assert_success();
-    let out = failover(&["failback", "--standby", "standby", &b.name]);
-    out.assert_code(1);
-    assert!(out.first_error().contains("btrfs"), "{}", out.stderr);
-    assert_eq!(status_of(&format!("standby:{}", b.name)), "RUNNING");
+    let name = c.name.clone();
+    let standby = format!("standby:{name}");
+    c.exec("echo first > /root/data");
+    c.snapshot("s1");
+    push_btrfs(&name).assert_success();
+    // Snapshots a refresh brings: read-write on the standby.
+    c.exec("echo second > /root/data");
+    c.snapshot("s2");
+    push_btrfs(&name).assert_success();
+    c.snapshot("s3");
+    push_btrfs(&name).assert_success();
+    failover(&["promote", "--standby", "standby", &name]).assert_success();
+    incus_ok(&[
+        "exec",
+        &standby,
+        "--",
+        "sh",
+        "-c",
+        "echo written-on-the-standby > /root/data",
+    ]);
+    incus_ok(&["snapshot", "create", &standby, "during-the-failover"]);
+
+    let out = failover(&["failback", "--standby", "standby", &name]);
+    let version = incus_ok(&["query", "/1.0"]);
+    if version.contains("\"server_version\": \"6.0") {
+        // Incus 6.0.4's btrfs refresh cannot receive a snapshot again: refused, unchanged.
+        out.assert_code(1);
+        let error = out.first_error();
+        assert!(
+            error.contains("btrfs") && error.contains("Incus 6.0."),
+            "{error}"
+        );
+        assert_eq!(status_of(&standby), "RUNNING");
+        assert!(
+            incus_standby_tests::instances_named("local", &format!("{name}-before-failback-"))
+                .is_empty(),
+            "the old primary copy was moved although nothing could be done"
+        );
+        return;
+    }
+    out.assert_success();
+    let record = &out.records_of("failed-back")[0];
+    let aside = record["kept_aside"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(
-        incus_standby_tests::instances_named("local", &format!("{}-before-failback-", b.name))
-            .is_empty(),
-        "the old primary copy was moved although nothing could be done"
+        aside.starts_with(&format!("{name}-before-failback-")),
+        "{record}"
     );
+    let _aside = Instance::existing("local", &aside);
+    assert_eq!(config_get(&aside, "boot.autostart"), "false");
+    assert_eq!(status_of(&name), "RUNNING");
+    assert_eq!(status_of(&standby), "STOPPED");
+    assert_eq!(
+        incus_ok(&["exec", &name, "--", "cat", "/root/data"]),
+        "written-on-the-standby"
+    );
+    assert!(snapshots_of(&name, None).contains(&"during-the-failover".to_string()));
+    assert_eq!(config_get(&name, "user.incus-standby.source"), "");
+    assert_eq!(config_get(&standby, "boot.autostart"), "false");
+    assert_eq!(config_get(&standby, "user.incus-standby.promoted"), "");
+    for server in ["local", "standby"] {
+        assert!(
+            incus_standby_tests::instances_named(server, &format!("{name}-btrfs-send-pass"))
+                .is_empty(),
+            "a throwaway copy is left on {server}"
+        );
+    }
+    let record = the_status(&name);
+    assert_eq!(record["ready"], true, "{record}");
+    // Not done: the next push. On btrfs the replica's next refresh, and even a fresh copy of
+    // the failed-back instance, still fail in the lab with `cannot find parent subvolume`
+    // (the failback's refresh received some snapshots again, under new subvolume IDs, and
+    // Incus orders the streams by subvolume ID but chains them by its snapshot list).
 }
 
 /// A planned promotion whose start on the standby fails gives the service back: the primary
