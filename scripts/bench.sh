@@ -16,6 +16,10 @@
 #                                     instances it is long): it keeps the section 10 already in
 #                                     the file it writes. INCUS_BENCH_SCALE_SIZES="10 100"
 #                                     overrides the numbers of instances.
+#   scripts/bench.sh --only soak      only the chaos soak (section 11: 500 rounds of the job with
+#                                     random faults and the invariants checked after each; 20
+#                                     with --quick; INCUS_SOAK_ROUNDS=N and INCUS_SOAK_SEED=S
+#                                     override), the same way. A run without --only keeps it.
 #
 # Everything happens in a project of its own, "bench" (INCUS_BENCH_PROJECT overrides), created
 # on both lab daemons and deleted with its instances when the run ends (after an interruption,
@@ -34,7 +38,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # The options are checked here too, so that a typo fails before the build.
-USAGE="usage: $0 [--quick] [--only failover|history|scale]"
+USAGE="usage: $0 [--quick] [--only failover|history|scale|soak]"
 set -- "$@" --end-of-options
 ONLY=
 while [ "$1" != --end-of-options ]; do
@@ -56,8 +60,8 @@ while [ "$1" != --end-of-options ]; do
 done
 shift
 case "$ONLY" in
-    "" | failover | history | scale) ;;
-    *) echo "bench: unknown part for --only: $ONLY (the parts are failover, history and scale)" >&2; exit 2 ;;
+    "" | failover | history | scale | soak) ;;
+    *) echo "bench: unknown part for --only: $ONLY (the parts are failover, history, scale and soak)" >&2; exit 2 ;;
 esac
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

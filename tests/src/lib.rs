@@ -48,6 +48,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+pub mod soak;
+
 /// How long [`Cmd::run`] waits for a command before killing it and panicking.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 

@@ -14,6 +14,9 @@
 //!                     does NOT measure it (at 1000 instances it is long): it keeps the section
 //!                     10 already in the file it writes. INCUS_BENCH_SCALE_SIZES="10 100"
 //!                     overrides the numbers of instances.
+//!   --only soak       only the chaos soak (section 11: 500 rounds of the job with random
+//!                     faults, 20 with --quick; INCUS_SOAK_ROUNDS and INCUS_SOAK_SEED override),
+//!                     the same way; a run without --only keeps the section 11 in the file.
 //!
 //! Everything happens in a project of its own, "bench" (INCUS_BENCH_PROJECT overrides),
 //! created on both lab daemons and deleted with its instances when the run ends (also on an
@@ -38,6 +41,7 @@ mod failover;
 mod history;
 mod main_part;
 mod scale;
+mod soak;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -56,7 +60,7 @@ use stats::{Sample, fmt_s, median, per_inst, round};
 pub const JOBS: usize = 4;
 pub const ARCHIVE_PROJECT: &str = "incus-standby-archive";
 const MARK: &str = "incus-standby benchmark (scripts/bench.sh); deleted when the benchmark ends";
-const USAGE: &str = "usage: scripts/bench.sh [--quick] [--only failover|history|scale]";
+const USAGE: &str = "usage: scripts/bench.sh [--quick] [--only failover|history|scale|soak]";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
@@ -64,6 +68,7 @@ pub enum Part {
     Failover,
     History,
     Scale,
+    Soak,
 }
 
 impl Part {
@@ -73,6 +78,7 @@ impl Part {
             Part::Failover => "failover",
             Part::History => "history",
             Part::Scale => "scale",
+            Part::Soak => "soak",
         }
     }
 }
@@ -124,8 +130,9 @@ fn parse_args() -> Result<Option<Config>> {
         Some("failover") => Some(Part::Failover),
         Some("history") => Some(Part::History),
         Some("scale") => Some(Part::Scale),
+        Some("soak") => Some(Part::Soak),
         Some(p) => {
-            bail!("unknown part for --only: {p} (the parts are failover, history and scale)")
+            bail!("unknown part for --only: {p} (the parts are failover, history, scale and soak)")
         }
     };
     let repo = repo_root();
@@ -437,7 +444,7 @@ impl Bench {
     /// `--only scale`).
     pub fn part(&self, p: Part) -> bool {
         match self.cfg.only {
-            None => p != Part::Scale,
+            None => p != Part::Scale && p != Part::Soak,
             Some(o) => o == p,
         }
     }
@@ -1232,12 +1239,18 @@ fn run(cfg: Config) -> Result<()> {
     } else {
         None
     };
+    let soak = if b.part(Part::Soak) {
+        Some(soak::run(&mut b)?)
+    } else {
+        None
+    };
 
     let out = b.cfg.out.clone();
     if let Some(only) = b.cfg.only {
         let (lo, hi, what, section) = match only {
             Part::Failover => (7, 8, "sections 7 and 8", failover),
             Part::History => (9, 9, "section 9", history),
+            Part::Soak => (11, 11, "section 11", soak),
             _ => (10, 10, "section 10", scale),
         };
         let section = section.context("the part was not measured")?;
@@ -1273,21 +1286,21 @@ fn run(cfg: Config) -> Result<()> {
         return Ok(());
     }
 
-    // This run does not measure the scale part: section 10 and its summary rows of the file
-    // it replaces are kept as they are.
+    // This run does not measure the scale and soak parts: sections 10 and 11 and their summary
+    // rows of the file it replaces are kept as they are.
     let mut kept = Section::default();
     if let Ok(old) = std::fs::read_to_string(&out) {
         let mut keep = false;
         let mut in_summary = false;
         for l in old.lines() {
             if l.starts_with("## ") {
-                keep = l.starts_with("## 10. ");
+                keep = l.starts_with("## 10. ") || l.starts_with("## 11. ");
                 in_summary = l == "## Summary";
             }
             if keep {
                 w!(kept.text, "{l}");
             }
-            if in_summary && l.starts_with("| 10. ") {
+            if in_summary && (l.starts_with("| 10. ") || l.starts_with("| 11. ")) {
                 w!(kept.summary, "{l}");
             }
         }
