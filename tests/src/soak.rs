@@ -69,6 +69,9 @@ pub const ARCHIVE_KEEP_LAST: usize = 6;
 /// item 5), so every later push of that replica fails. Counted apart from the violations (see
 /// [`Report::known`]) unless `INCUS_SOAK_STRICT=1`.
 pub const KNOWN_STUCK: &str = "snapshot record count doesn't match";
+/// The tools' per-request timeout in the soak's jobs (`INCUS_STANDBY_TIMEOUT`, default 120
+/// s): short, so that a stall longer than it fits in a short soak.
+pub const TOOL_TIMEOUT_SECS: u64 = 15;
 /// How long one job may run before the soak calls it hung.
 const JOB_TIMEOUT: Duration = Duration::from_secs(420);
 
@@ -83,7 +86,7 @@ pub struct Config {
     pub clean_tail: usize,
     /// The directory of the tools to run (the job's `BIN_DIR`).
     pub bin: PathBuf,
-    /// Some stalls last longer than the tools' request timeout (120 s): `(probability of a
+    /// Some stalls last longer than the tools' request timeout ([`TOOL_TIMEOUT_SECS`]): `(probability of a
     /// stall being long, its length)`. `None`: every stall is short (2 to 8 s).
     pub long_stalls: Option<(f64, Duration)>,
     /// Print one line per round on stderr.
@@ -247,7 +250,9 @@ impl Fault {
             Fault::DaemonBetween { daemon } => {
                 format!("kill -9 {} between rounds", daemon.name())
             }
-            Fault::Stall { daemon, length, .. } if *length > Duration::from_secs(60) => {
+            Fault::Stall { daemon, length, .. }
+                if *length > Duration::from_secs(TOOL_TIMEOUT_SECS) =>
+            {
                 format!("SIGSTOP {} > request timeout", daemon.name())
             }
             Fault::Stall { daemon, .. } => format!("SIGSTOP {} (short)", daemon.name()),
@@ -839,6 +844,7 @@ impl Soak {
         let _ = std::fs::write(&self.records, "");
         let mut cmd = Cmd::new(&self.job)
             .env("INCUS_STANDBY_JOB_CONF", &self.conf)
+            .env("INCUS_STANDBY_TIMEOUT", TOOL_TIMEOUT_SECS.to_string())
             .std_command();
         cmd.process_group(0);
         let start = Instant::now();
@@ -1362,8 +1368,8 @@ impl Soak {
                 self.failback(round, &name)
             }
             None if round >= self.next_promotion && round + 2 < last_usable => {
-                // A running instance on the dir pool: incus-failover refuses to fail an
-                // instance on btrfs back (whatever the Incus version).
+                // A running instance on the dir pool (failback on btrfs is refused on Incus 6.0,
+                // and the push after it is not solved on 7.0: README).
                 let running: Vec<String> = self
                     .names
                     .iter()

@@ -1,7 +1,6 @@
 //! The soak part: section 11, a long chaos soak (issue 20) with the harness of the test
 //! target `tests/tests/soak.rs` (`incus_standby_tests::soak`), the release build of the tools,
-//! 500 rounds (`INCUS_SOAK_ROUNDS` overrides; 20 with `--quick`) and stalls longer than the
-//! tools' request timeout now and then.
+//! 500 rounds (`INCUS_SOAK_ROUNDS` overrides; 20 with `--quick`).
 
 use std::time::Duration;
 
@@ -12,8 +11,8 @@ use crate::{Bench, Section, loadavg, log, utc_now};
 
 pub fn run(b: &mut Bench) -> Result<Section> {
     let default_rounds = if b.cfg.quick { 20 } else { 500 };
-    // One stall in ten outlasts the tools' request timeout (120 s).
-    let long = Some((0.1, Duration::from_secs(130)));
+    // Three stalls in ten outlast the tools' request timeout (15 s in the soak's jobs).
+    let long = Some((0.3, Duration::from_secs(soak::TOOL_TIMEOUT_SECS + 5)));
     let cfg = match Config::from_env(default_rounds, b.bin.clone(), long) {
         Ok(c) => c,
         Err(e) => bail!("{e}"),
