@@ -140,6 +140,10 @@ pub struct PushRecord {
     /// The custom volumes the instance attaches (absent: none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeRecord>,
+    /// Snapshot records of the replica that had no storage volume (left by a daemon that died
+    /// mid-refresh), deleted so that the replica could be written again (absent: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repaired: Vec<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
 }
@@ -1341,6 +1345,7 @@ mod tests {
                 archives_deleted: vec!["a0".into()],
                 retries: 1,
                 volumes: Vec::new(),
+                repaired: Vec::new(),
                 dry_run: true,
             }),
             Push(PushRecord {
@@ -1358,6 +1363,7 @@ mod tests {
                 archives_deleted: vec![],
                 retries: 0,
                 volumes: Vec::new(),
+                repaired: Vec::new(),
                 dry_run: false,
             }),
             Pruned(PrunedRecord {

@@ -576,3 +576,48 @@ fn records_typed_by_hand_end_with_an_end_line() {
     out.assert_success();
     assert_eq!(c.snapshots(), ["auto-2"]);
 }
+
+/// A daemon that died mid-refresh left the replica with a snapshot record that has no
+/// volume: Incus refuses every write to it (the lease, the restore), so it would never be
+/// replicated again. The record holds no data: incus-push deletes it, says so in the push
+/// record's `repaired`, and converges in the same run.
+#[test]
+fn a_snapshot_record_without_its_volume_is_repaired() {
+    let name = unique("safe-ghost");
+    let c = Instance::create("local", &name);
+    c.snapshot("s1");
+    push(&[&name]).assert_success();
+    // What a dying daemon leaves: a snapshot row, no storage volume row.
+    let standby_dir = incus_standby_tests::lab().standby_dir();
+    incus_standby_tests::Cmd::new("incus")
+        .env("INCUS_DIR", standby_dir.as_os_str())
+        .args([
+            "admin",
+            "sql",
+            "global",
+            &format!(
+                "INSERT INTO instances_snapshots (instance_id, name, creation_date, description) SELECT id, 'ghost', '2026-12-08 00:00:00', '' FROM instances WHERE name='{name}'"
+            ),
+        ])
+        .run()
+        .assert_success();
+    let r = replica(&name);
+    let broken = incus(&["config", "set", &r, "user.probe=1"]);
+    assert!(
+        broken.stderr.contains("record count doesn't match"),
+        "the lab did not reproduce the stuck replica: {broken:?}"
+    );
+    c.snapshot("s2");
+    let out = push(&[&name]);
+    out.assert_success();
+    let record = &out.records_of("push")[0];
+    assert_eq!(
+        record["repaired"],
+        serde_json::json!(["ghost"]),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(record["status"], "refreshed");
+    assert_eq!(snapshots_of(&r, None), ["s1", "s2"]);
+    assert_inert_replica(&name, "s2");
+}

@@ -134,6 +134,7 @@ impl<'a> Replicator<'a> {
     pub fn replicate(&self, selected: &Selected) -> Result<PushRecord, Error> {
         self.check_not_gone(&[&self.options.to, &selected.of.remote])?;
         let mut retries = 0;
+        let mut repaired: Vec<String> = Vec::new();
         loop {
             match self
                 .replicate_once(selected)
@@ -141,7 +142,19 @@ impl<'a> Replicator<'a> {
             {
                 Ok(mut record) => {
                     record.retries = retries;
+                    record.repaired = repaired;
                     return Ok(record);
+                }
+                // A daemon that died in the middle of a refresh can leave snapshot records
+                // without their volumes: Incus then refuses every write to the replica. Such
+                // a record holds no data; deleted, the replica can be written again.
+                Err(e)
+                    if repaired.is_empty()
+                        && !self.options.dry_run
+                        && e.to_string()
+                            .contains("snapshot record count doesn't match") =>
+                {
+                    repaired = super::repair::snapshot_records(self, selected, &e)?;
                 }
                 Err(e)
                     if e.is_transient()
@@ -266,6 +279,7 @@ impl<'a> Report<'a> {
             archives_deleted: self.archives_deleted,
             retries: 0,
             volumes: self.volumes,
+            repaired: Vec::new(),
             dry_run: self.options.dry_run,
         }
     }

@@ -14,6 +14,7 @@ pub mod observe;
 pub mod options;
 pub mod placement;
 pub mod plan;
+pub mod repair;
 pub mod volumes;
 
 pub use archive::archive_point;
