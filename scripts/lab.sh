@@ -18,6 +18,7 @@
 #   scripts/lab.sh down [--purge]  stop everything the lab started; --purge also deletes it
 #                                  (but keeps the cached roots/)
 #   scripts/lab.sh status          one line per daemon; exit 0 only if all are running
+#   scripts/lab.sh version         the Incus version `up` runs (6.0, 7.0 or mixed)
 #   scripts/lab.sh env             `export NAME=VALUE` lines for tests: eval "$(scripts/lab.sh env)"
 #
 # Environment:
@@ -883,5 +884,7 @@ case "${1:-}" in
     status) shift; cmd_status "$@" ;;
     in-root) shift; cmd_in_root "$@" ;;
     env) shift; cmd_env "$@" ;;
-    *) echo "usage: $0 up [--cluster] [--incus 6.0|7.0|mixed] | down [--purge] | status | env" >&2; exit 2 ;;
+    # The Incus version `up` runs (INCUS_LAB_INCUS, else the lab's own), running or not.
+    version) echo "${INCUS_LAB_INCUS:-$(lab_incus)}" ;;
+    *) echo "usage: $0 up [--cluster] [--incus 6.0|7.0|mixed] | down [--purge] | status | env | version" >&2; exit 2 ;;
 esac
