@@ -151,10 +151,7 @@ fn snapshot(
     let now = Utc::now();
     let name = if pattern.has_counter() {
         let existing = snapshots::list(client, instance)?;
-        let names: Vec<&str> = existing.iter().map(|s| s.name.as_str()).collect();
-        pattern
-            .next_name(now, &names)
-            .ok_or(SnapError::NoFreeName)?
+        next_name(pattern, now, existing.iter().map(|s| s.name.as_str()))?
     } else {
         pattern.render(now)
     };
@@ -191,6 +188,19 @@ fn snapshot(
     })
 }
 
+/// The pattern's name at `now`, given the names in use (its `%d` counts up from them).
+fn next_name<'a>(
+    pattern: &SnapshotPattern,
+    now: DateTime<Utc>,
+    existing: impl Iterator<Item = &'a str>,
+) -> Result<String, SnapError> {
+    if !pattern.has_counter() {
+        return Ok(pattern.render(now));
+    }
+    let names: Vec<&str> = existing.collect();
+    pattern.next_name(now, &names).ok_or(SnapError::NoFreeName)
+}
+
 /// A snapshot of a volume selected by itself (`--volume`), named and expiring as an
 /// instance's.
 fn snapshot_volume(
@@ -201,14 +211,7 @@ fn snapshot_volume(
     let client = &selected.client;
     let now = Utc::now();
     let existing = volumes::snapshots(client, &selected.volume)?;
-    let name = if pattern.has_counter() {
-        let names: Vec<&str> = existing.iter().map(|s| s.name.as_str()).collect();
-        pattern
-            .next_name(now, &names)
-            .ok_or(SnapError::NoFreeName)?
-    } else {
-        pattern.render(now)
-    };
+    let name = next_name(pattern, now, existing.iter().map(|s| s.name.as_str()))?;
     if existing.iter().any(|s| s.name == name) {
         return Err(SnapError::Exists { name });
     }

@@ -363,18 +363,12 @@ fn a_dead_primary_member_fails_only_its_own_instances() {
     );
 }
 
-/// The member holding an instance dies while its cluster answers: `--emergency` promotes the
-/// replica (a planned promotion cannot stop a copy on a dead member), and once the member is
-/// back, `fence` ends the split brain.
-#[test]
-fn a_dead_primary_member_allows_an_emergency_promotion_of_its_instances() {
-    let Some(_one) = cluster_lab() else {
-        return;
-    };
-    let on_m1 = Instance::builder("primary-cluster", &unique("em-alive"))
+/// One instance on each primary member (m1, m2), snapshotted and pushed to the standby.
+fn one_on_each_member(on_m1: &str, on_m2: &str) -> (Instance, Instance) {
+    let on_m1 = Instance::builder("primary-cluster", &unique(on_m1))
         .member("m1")
         .build();
-    let on_m2 = Instance::builder("primary-cluster", &unique("em-dead"))
+    let on_m2 = Instance::builder("primary-cluster", &unique(on_m2))
         .member("m2")
         .build();
     let snap = tool("incus-snap")
@@ -386,22 +380,42 @@ fn a_dead_primary_member_allows_an_emergency_promotion_of_its_instances() {
         .stdin(snap.stdout.clone())
         .run()
         .assert_success();
+    (on_m1, on_m2)
+}
+
+/// `kill -KILL` of a lab daemon.
+fn kill_daemon(name: &str) {
     Cmd::new("kill")
-        .args(["-KILL", &lab().daemon_pid("pcluster-m2")])
+        .args(["-KILL", &lab().daemon_pid(name)])
         .run()
         .assert_success();
-    let promote = |instance: &Instance| {
-        tool("incus-failover")
-            .args([
-                "promote",
-                "--emergency",
-                "--standby",
-                "standby",
-                &instance.address(),
-            ])
-            .timeout(Duration::from_secs(180))
-            .run()
+}
+
+/// `incus-failover promote --emergency --standby standby INSTANCE`.
+fn promote_emergency(instance: &Instance) -> incus_standby_tests::Output {
+    tool("incus-failover")
+        .args([
+            "promote",
+            "--emergency",
+            "--standby",
+            "standby",
+            &instance.address(),
+        ])
+        .timeout(Duration::from_secs(180))
+        .run()
+}
+
+/// The member holding an instance dies while its cluster answers: `--emergency` promotes the
+/// replica (a planned promotion cannot stop a copy on a dead member), and once the member is
+/// back, `fence` ends the split brain.
+#[test]
+fn a_dead_primary_member_allows_an_emergency_promotion_of_its_instances() {
+    let Some(_one) = cluster_lab() else {
+        return;
     };
+    let (on_m1, on_m2) = one_on_each_member("em-alive", "em-dead");
+    kill_daemon("pcluster-m2");
+    let promote = promote_emergency;
     // Until the cluster itself calls the member offline, the copy there may still run (a
     // member cut off for a moment): refused.
     let early = promote(&on_m2);
@@ -474,21 +488,7 @@ fn the_remote_address_being_the_dead_member_never_lets_an_emergency_promote_a_li
     let Some(_one) = cluster_lab() else {
         return;
     };
-    let on_m1 = Instance::builder("primary-cluster", &unique("em-rdead"))
-        .member("m1")
-        .build();
-    let on_m2 = Instance::builder("primary-cluster", &unique("em-ralive"))
-        .member("m2")
-        .build();
-    let snap = tool("incus-snap")
-        .args([on_m1.address(), on_m2.address()])
-        .run();
-    snap.assert_success();
-    tool("incus-push")
-        .args(["--to", "standby"])
-        .stdin(snap.stdout.clone())
-        .run()
-        .assert_success();
+    let (_on_m1, on_m2) = one_on_each_member("em-rdead", "em-ralive");
     assert!(
         config_of(
             &format!("standby:{}", on_m2.name),
@@ -497,23 +497,8 @@ fn the_remote_address_being_the_dead_member_never_lets_an_emergency_promote_a_li
         .contains(":"),
         "the replica records the primary cluster's members"
     );
-    Cmd::new("kill")
-        .args(["-KILL", &lab().daemon_pid("pcluster-m1")])
-        .run()
-        .assert_success();
-    let promote = |instance: &Instance| {
-        tool("incus-failover")
-            .args([
-                "promote",
-                "--emergency",
-                "--standby",
-                "standby",
-                &instance.address(),
-            ])
-            .timeout(Duration::from_secs(180))
-            .run()
-    };
-    let alive = promote(&on_m2);
+    kill_daemon("pcluster-m1");
+    let alive = promote_emergency(&on_m2);
     lab().up();
     alive.assert_code(2);
     assert!(alive.first_error().contains("answers"), "{}", alive.stdout);

@@ -132,6 +132,21 @@ fn volume_file(remote: &str, name: &str, file: &str) -> String {
     .to_string()
 }
 
+/// `incus config device add NAME data disk pool=POOL source=VOLUME path=/data`.
+fn attach(instance: &str, pool: &str, volume: &str) {
+    incus_ok(&[
+        "config",
+        "device",
+        "add",
+        instance,
+        "data",
+        "disk",
+        &format!("pool={pool}"),
+        &format!("source={volume}"),
+        "path=/data",
+    ]);
+}
+
 /// A running instance with volume `NAME-data` on the default pool at /data, which has its
 /// own schedule and expiry.
 /// The volume comes first: the instance, dropped before it, must let go of it.
@@ -148,17 +163,7 @@ fn with_volume(prefix: &str) -> (Volume, Instance) {
         "snapshots.schedule=@daily",
         "snapshots.expiry=2w",
     ]);
-    incus_ok(&[
-        "config",
-        "device",
-        "add",
-        &name,
-        "data",
-        "disk",
-        "pool=default",
-        &format!("source={}", v.name),
-        "path=/data",
-    ]);
+    attach(&name, "default", &v.name);
     (v, c)
 }
 
@@ -462,17 +467,7 @@ fn a_volume_on_a_pool_the_standby_lacks_is_refused_before_anything_is_sent() {
     let name = unique("vol-pool");
     let c = Instance::launch("local", &name);
     let v = Volume::create("primary", &pool, &format!("{name}-data"));
-    incus_ok(&[
-        "config",
-        "device",
-        "add",
-        &name,
-        "data",
-        "disk",
-        &format!("pool={pool}"),
-        &format!("source={}", v.name),
-        "path=/data",
-    ]);
+    attach(&name, &pool, &v.name);
     snap(&c.name, &[]);
     let out = push(&[&c.name]);
     assert_eq!(out.code, 1, "{}", out.stdout);
@@ -497,17 +492,7 @@ fn a_shared_volume_is_sent_once_and_a_foreign_one_is_refused() {
     let (v, a) = with_volume("vol-sha");
     let b_name = unique("vol-shb");
     let b = Instance::launch("local", &b_name);
-    incus_ok(&[
-        "config",
-        "device",
-        "add",
-        &b_name,
-        "data",
-        "disk",
-        "pool=default",
-        &format!("source={}", v.name),
-        "path=/data",
-    ]);
+    attach(&b_name, "default", &v.name);
     let out = tool("incus-snap").args([&a.name, &b.name]).run();
     out.assert_success();
     let out = push(&["--jobs", "1", &a.name, &b.name]);
@@ -666,17 +651,7 @@ fn a_drill_killed_midway_is_cleaned_up_by_the_next_one_on_btrfs() {
     // The volume first: the instance, dropped before it, must let go of it.
     let v = Volume::create("primary", "btrfs", &format!("{name}-data"));
     let c = Instance::builder("local", &name).storage("btrfs").build();
-    incus_ok(&[
-        "config",
-        "device",
-        "add",
-        &name,
-        "data",
-        "disk",
-        "pool=btrfs",
-        &format!("source={}", v.name),
-        "path=/data",
-    ]);
+    attach(&name, "btrfs", &v.name);
     c.exec("echo db > /data/db");
     snap(&name, &[]);
     push(&[&name]).assert_success();
