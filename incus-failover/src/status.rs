@@ -283,14 +283,7 @@ fn gather(
     }
     // What every replica needs of the standby (networks, pools, profiles, volumes, CPUs,
     // memory), read once.
-    let mut projects: Vec<&str> = pairs
-        .pairs
-        .iter()
-        .map(|p| p.replica_project.as_str())
-        .collect();
-    projects.sort_unstable();
-    projects.dedup();
-    let standby_facts = StandbyFacts::read(&pairs.standby, projects)
+    let standby_facts = StandbyFacts::read(&pairs.standby, pairs.replica_projects())
         .map_err(|e| incus_core::failover::Error::incus(format!("the standby {standby}"), e))?;
     let now = Utc::now();
     let mut records = Vec::new();

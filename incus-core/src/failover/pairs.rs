@@ -63,6 +63,18 @@ impl Pairs {
             .client(&pair.of.remote, Some(&pair.of.project))
     }
 
+    /// The standby projects the replicas are in, each once, sorted.
+    pub fn replica_projects(&self) -> Vec<&str> {
+        let mut projects: Vec<&str> = self
+            .pairs
+            .iter()
+            .map(|p| p.replica_project.as_str())
+            .collect();
+        projects.sort_unstable();
+        projects.dedup();
+        projects
+    }
+
     /// A client for the replica side of a pair.
     pub fn replica(&self, pair: &Pair) -> Client {
         self.standby.in_project(&pair.replica_project)

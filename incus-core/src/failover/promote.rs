@@ -246,22 +246,15 @@ impl Promotions<'_> {
         } else {
             Emergency::default()
         };
-        let mut projects: Vec<&str> = self
-            .pairs
-            .pairs
-            .iter()
-            .map(|p| p.replica_project.as_str())
-            .collect();
-        projects.sort_unstable();
-        projects.dedup();
         // What every replica needs of the standby, read once, before anything changes.
-        let standby_facts = StandbyFacts::read(&self.pairs.standby, projects).map_err(|e| {
-            Error::incus_left(
-                format!("reading what the standby {standby_name} has"),
-                e,
-                "; nothing was changed",
-            )
-        })?;
+        let standby_facts = StandbyFacts::read(&self.pairs.standby, self.pairs.replica_projects())
+            .map_err(|e| {
+                Error::incus_left(
+                    format!("reading what the standby {standby_name} has"),
+                    e,
+                    "; nothing was changed",
+                )
+            })?;
         order_by_priority(&mut self.pairs, self.output);
         let replicator = if self.options.emergency {
             None
