@@ -16,12 +16,18 @@
 #                                     instances it is long): it keeps the section 10 already in
 #                                     the file it writes. INCUS_BENCH_SCALE_SIZES="10 100"
 #                                     overrides the numbers of instances.
+#   scripts/bench.sh --only volumes   only the custom volumes part (section 11: push with one
+#                                     new snapshot, first copy and drill of an instance with a
+#                                     100 MB custom volume, on the dir and btrfs pools, against
+#                                     the incus CLI), the same way. A run without --only
+#                                     measures it too (a few minutes).
 #
 # Everything happens in a project of its own, "bench" (INCUS_BENCH_PROJECT overrides), created
 # on both lab daemons and deleted with its instances when the run ends (after an interruption,
 # by the next run). Nothing outside that project is touched, but for the archive points the
 # history part makes on the standby (project incus-standby-archive, named after its
-# instances), deleted with them.
+# instances), deleted with them. The project holds its own custom volumes
+# (features.storage.volumes=true); they are deleted with it.
 # The lab is scripts/lab.sh's (INCUS_LAB_DIR and its ports select another one).
 # BENCH_NO_BUILD=1 skips the release build of the tools (the benchmark itself is still built
 # by cargo bench).
@@ -34,7 +40,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # The options are checked here too, so that a typo fails before the build.
-USAGE="usage: $0 [--quick] [--only failover|history|scale]"
+USAGE="usage: $0 [--quick] [--only failover|history|scale|volumes]"
 set -- "$@" --end-of-options
 ONLY=
 while [ "$1" != --end-of-options ]; do
@@ -56,8 +62,8 @@ while [ "$1" != --end-of-options ]; do
 done
 shift
 case "$ONLY" in
-    "" | failover | history | scale) ;;
-    *) echo "bench: unknown part for --only: $ONLY (the parts are failover, history and scale)" >&2; exit 2 ;;
+    "" | failover | history | scale | volumes) ;;
+    *) echo "bench: unknown part for --only: $ONLY (the parts are failover, history, scale and volumes)" >&2; exit 2 ;;
 esac
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
