@@ -572,7 +572,7 @@ fn report(b: &Bench, pools: &BTreeMap<&str, PoolRuns>, run: &RunInfo) -> Section
     w!(s);
     w!(
         s,
-        "Measured {} on Incus {} (both lab daemons; client {}), {reps} run(s) per pool; load average (1, 5, 15 min) {} when section 11 started, {} when it ended. The whole part took {} min {} s (making and deleting the instances included).",
+        "Measured {} on Incus {} (both lab daemons; client {}), {reps} run(s) per pool; load average (1, 5, 15 min) {} when section 11 started, {} when it ended. The whole part took {} min {} s (making and deleting the instances included). The Incus of this section is the one named here; the Machine section names that of the last run without `--only`.",
         run.date,
         run.version,
         ok(b.incus(&["version"]))
