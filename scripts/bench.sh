@@ -16,7 +16,12 @@
 #                                     instances it is long): it keeps the section 10 already in
 #                                     the file it writes. INCUS_BENCH_SCALE_SIZES="10 100"
 #                                     overrides the numbers of instances.
-#   scripts/bench.sh --only soak      only the chaos soak (section 11: 500 rounds of the job with
+#   scripts/bench.sh --only volumes   only the custom volumes part (section 11: push with one
+#                                     new snapshot, first copy and drill of an instance with a
+#                                     100 MB custom volume, on the dir and btrfs pools, against
+#                                     the incus CLI), the same way. A run without --only
+#                                     measures it too (a few minutes).
+#   scripts/bench.sh --only soak      only the chaos soak (section 12: 500 rounds of the job with
 #                                     random faults and the invariants checked after each; 20
 #                                     with --quick; INCUS_SOAK_ROUNDS=N and INCUS_SOAK_SEED=S
 #                                     override), the same way. A run without --only keeps it.
@@ -25,7 +30,8 @@
 # on both lab daemons and deleted with its instances when the run ends (after an interruption,
 # by the next run). Nothing outside that project is touched, but for the archive points the
 # history part makes on the standby (project incus-standby-archive, named after its
-# instances), deleted with them.
+# instances), deleted with them. The project holds its own custom volumes
+# (features.storage.volumes=true); they are deleted with it.
 # The lab is scripts/lab.sh's (INCUS_LAB_DIR and its ports select another one).
 # BENCH_NO_BUILD=1 skips the release build of the tools (the benchmark itself is still built
 # by cargo bench).
@@ -38,7 +44,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # The options are checked here too, so that a typo fails before the build.
-USAGE="usage: $0 [--quick] [--only failover|history|scale|soak]"
+USAGE="usage: $0 [--quick] [--only failover|history|scale|volumes|soak]"
 set -- "$@" --end-of-options
 ONLY=
 while [ "$1" != --end-of-options ]; do
@@ -60,8 +66,8 @@ while [ "$1" != --end-of-options ]; do
 done
 shift
 case "$ONLY" in
-    "" | failover | history | scale | soak) ;;
-    *) echo "bench: unknown part for --only: $ONLY (the parts are failover, history, scale and soak)" >&2; exit 2 ;;
+    "" | failover | history | scale | volumes | soak) ;;
+    *) echo "bench: unknown part for --only: $ONLY (the parts are failover, history, scale, volumes and soak)" >&2; exit 2 ;;
 esac
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

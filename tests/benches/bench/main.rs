@@ -14,15 +14,21 @@
 //!                     does NOT measure it (at 1000 instances it is long): it keeps the section
 //!                     10 already in the file it writes. INCUS_BENCH_SCALE_SIZES="10 100"
 //!                     overrides the numbers of instances.
-//!   --only soak       only the chaos soak (section 11: 500 rounds of the job with random
+//!   --only volumes    only the custom volumes part (section 11: push and drill of an instance
+//!                     with a 100 MB custom volume, on the dir and btrfs pools), the same way.
+//!                     A run without --only measures it too (a few minutes).
+//!   --only soak       only the chaos soak (section 12: 500 rounds of the job with random
 //!                     faults, 20 with --quick; INCUS_SOAK_ROUNDS and INCUS_SOAK_SEED override),
-//!                     the same way; a run without --only keeps the section 11 in the file.
+//!                     the same way; a run without --only keeps the section 12 in the file.
 //!
 //! Everything happens in a project of its own, "bench" (INCUS_BENCH_PROJECT overrides),
 //! created on both lab daemons and deleted with its instances when the run ends (also on an
 //! error or a panic; after an interruption the next run removes it). Nothing outside that
 //! project is touched, but for the archive points the history part makes on the standby
-//! (project incus-standby-archive, named after its instances), deleted with them.
+//! (project incus-standby-archive, named after its instances), deleted with them. The project
+//! has its own custom volumes (features.storage.volumes=true); the volumes part's volumes live
+//! there and go with it (were they in the default project, only those marked
+//! `user.incus-bench` would be deleted).
 //! The lab is scripts/lab.sh's (INCUS_LAB_DIR and its ports select another one); the tools
 //! are the release build in the target directory (`cargo build --release --workspace --bins`).
 
@@ -43,6 +49,7 @@ mod main_part;
 mod scale;
 mod soak;
 mod stats;
+mod volumes;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -59,8 +66,11 @@ use stats::{Sample, fmt_s, median, per_inst, round};
 
 pub const JOBS: usize = 4;
 pub const ARCHIVE_PROJECT: &str = "incus-standby-archive";
+/// The configuration key (set to "true") that marks the custom volumes of the volumes part.
+pub const VOLUME_MARK: &str = "user.incus-bench";
 const MARK: &str = "incus-standby benchmark (scripts/bench.sh); deleted when the benchmark ends";
-const USAGE: &str = "usage: scripts/bench.sh [--quick] [--only failover|history|scale|soak]";
+const USAGE: &str =
+    "usage: scripts/bench.sh [--quick] [--only failover|history|scale|volumes|soak]";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
@@ -68,6 +78,7 @@ pub enum Part {
     Failover,
     History,
     Scale,
+    Volumes,
     Soak,
 }
 
@@ -78,6 +89,7 @@ impl Part {
             Part::Failover => "failover",
             Part::History => "history",
             Part::Scale => "scale",
+            Part::Volumes => "volumes",
             Part::Soak => "soak",
         }
     }
@@ -95,6 +107,11 @@ pub struct Config {
     pub n_promote: usize,
     pub failback_mb: u64,
     pub history_mb: u64,
+    /// The volumes part: the custom volume's size, the MB changed between rounds, and the
+    /// incremental rounds per run.
+    pub volume_mb: u64,
+    pub volume_change_mb: u64,
+    pub volume_rounds: usize,
     pub out: PathBuf,
     pub scale_sizes: Vec<usize>,
     pub project: String,
@@ -130,9 +147,12 @@ fn parse_args() -> Result<Option<Config>> {
         Some("failover") => Some(Part::Failover),
         Some("history") => Some(Part::History),
         Some("scale") => Some(Part::Scale),
+        Some("volumes") => Some(Part::Volumes),
         Some("soak") => Some(Part::Soak),
         Some(p) => {
-            bail!("unknown part for --only: {p} (the parts are failover, history, scale and soak)")
+            bail!(
+                "unknown part for --only: {p} (the parts are failover, history, scale, volumes and soak)"
+            )
         }
     };
     let repo = repo_root();
@@ -169,6 +189,9 @@ fn parse_args() -> Result<Option<Config>> {
             n_promote: 2,
             failback_mb: 50,
             history_mb: 50,
+            volume_mb: 100,
+            volume_change_mb: 4,
+            volume_rounds: 1,
             out: repo.join("target/bench-quick.md"),
             scale_sizes,
             project,
@@ -184,6 +207,9 @@ fn parse_args() -> Result<Option<Config>> {
             n_promote: 5,
             failback_mb: 100,
             history_mb: 200,
+            volume_mb: 100,
+            volume_change_mb: 4,
+            volume_rounds: 2,
             out: repo.join("docs/bench.md"),
             scale_sizes,
             project,
@@ -282,6 +308,10 @@ pub enum Record {
         snapshots: Vec<String>,
         #[serde(default)]
         archived: Vec<String>,
+        #[serde(default)]
+        seconds: f64,
+        #[serde(default)]
+        volumes: Vec<PushVolume>,
     },
     Pruned {
         #[serde(default)]
@@ -296,6 +326,16 @@ pub enum Record {
         #[serde(default)]
         kept_aside: Option<String>,
     },
+    Drill {
+        ok: bool,
+        #[serde(default)]
+        seconds_to_running: Option<f64>,
+        #[serde(default)]
+        full_copy: bool,
+        #[serde(default)]
+        volumes: Vec<String>,
+        seconds: f64,
+    },
     Error {
         #[serde(default)]
         message: String,
@@ -303,6 +343,19 @@ pub enum Record {
     Step {},
     #[serde(other)]
     Other,
+}
+
+/// One custom volume of a `push` record.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PushVolume {
+    #[serde(default)]
+    pub pool: String,
+    #[serde(default)]
+    pub volume: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub snapshots: Vec<String>,
 }
 
 /// Every non-empty stdout line of a tool as a record.
@@ -441,7 +494,7 @@ impl Bench {
     }
 
     /// Whether this run measures that part (sections 1 to 6: `Main`; `Scale` only with
-    /// `--only scale`).
+    /// `--only scale`; every other part also without `--only`).
     pub fn part(&self, p: Part) -> bool {
         match self.cfg.only {
             None => p != Part::Scale && p != Part::Soak,
@@ -696,14 +749,86 @@ impl Bench {
         )
     }
 
-    /// Deletes the project's instances, then the project, on `remote`.
+    /// Deletes the project's instances, then the custom volumes this benchmark made (all of
+    /// the project's, or only the marked ones where the volumes live in the default
+    /// project), then the project, on `remote`.
     fn drop_project(&self, remote: &str) -> Result<()> {
         if !self.project_exists(remote) {
             return Ok(());
         }
         let names = self.list_names(remote)?;
         self.delete_instances(remote, &names)?;
+        self.drop_volumes(remote, |_| true)?;
         ok(self.incus(&["project", "delete", &format!("{remote}:{}", self.project)]))?;
+        Ok(())
+    }
+
+    /// The project that holds the bench project's custom volumes on `remote`: the bench
+    /// project itself where it has `features.storage.volumes=true` (as this benchmark
+    /// creates it), else `default`.
+    pub fn volume_project(&self, remote: &str) -> Result<String> {
+        let v = self.query(remote, &format!("/1.0/projects/{}", self.project))?;
+        let own = v
+            .pointer("/config/features.storage.volumes")
+            .and_then(Value::as_str)
+            == Some("true");
+        Ok(if own {
+            self.project.clone()
+        } else {
+            "default".into()
+        })
+    }
+
+    /// The names of the storage pools of `remote`.
+    pub fn pools(&self, remote: &str) -> Result<Vec<String>> {
+        let v = self.query(remote, "/1.0/storage-pools")?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter_map(|u| Some(u.split('?').next()?.rsplit('/').next()?.to_string()))
+            .collect())
+    }
+
+    /// Deletes, on every pool of `remote`, the custom volumes (with their snapshots) this
+    /// benchmark made whose name `select` accepts: in the bench project every volume is the
+    /// benchmark's; in the default project (a bench project without its own volumes) only
+    /// those marked with [`VOLUME_MARK`] (the copies keep the mark). Their instances must be
+    /// gone first.
+    pub fn drop_volumes(&self, remote: &str, select: impl Fn(&str) -> bool) -> Result<()> {
+        let vp = self.volume_project(remote)?;
+        let own = vp == self.project;
+        let mut errors = Vec::new();
+        for pool in self.pools(remote)? {
+            let list = self.query(
+                remote,
+                &format!("/1.0/storage-pools/{pool}/volumes/custom?project={vp}&recursion=1"),
+            )?;
+            for v in list.as_array().into_iter().flatten() {
+                let Some(name) = v.get("name").and_then(Value::as_str) else {
+                    continue;
+                };
+                let marked = v
+                    .pointer(&format!("/config/{VOLUME_MARK}"))
+                    .and_then(Value::as_str)
+                    == Some("true");
+                if !select(name) || !(own || marked) {
+                    continue;
+                }
+                if let Err(e) = ok(self.incus(&[
+                    "storage",
+                    "volume",
+                    "delete",
+                    "--project",
+                    &vp,
+                    &format!("{remote}:{pool}"),
+                    name,
+                ])) {
+                    errors.push(format!("{e:#}"));
+                }
+            }
+        }
+        ensure!(errors.is_empty(), "{}", errors.join("; "));
         Ok(())
     }
 
@@ -732,7 +857,7 @@ impl Bench {
             let create = self
                 .incus(&["project", "create", &format!("{r}:{}", self.project)])
                 .stdin(format!(
-                    "description: {MARK}\nconfig:\n  features.images: \"false\"\n  features.profiles: \"false\"\n"
+                    "description: {MARK}\nconfig:\n  features.images: \"false\"\n  features.profiles: \"false\"\n  features.storage.volumes: \"true\"\n"
                 ));
             // Cmd::run, which feeds stdin (and polls; nothing is timed here).
             let out = create.run();
@@ -1239,6 +1364,11 @@ fn run(cfg: Config) -> Result<()> {
     } else {
         None
     };
+    let volumes = if b.part(Part::Volumes) {
+        Some(volumes::run(&mut b)?)
+    } else {
+        None
+    };
     let soak = if b.part(Part::Soak) {
         Some(soak::run(&mut b)?)
     } else {
@@ -1250,7 +1380,8 @@ fn run(cfg: Config) -> Result<()> {
         let (lo, hi, what, section) = match only {
             Part::Failover => (7, 8, "sections 7 and 8", failover),
             Part::History => (9, 9, "section 9", history),
-            Part::Soak => (11, 11, "section 11", soak),
+            Part::Volumes => (11, 11, "section 11", volumes),
+            Part::Soak => (12, 12, "section 12", soak),
             _ => (10, 10, "section 10", scale),
         };
         let section = section.context("the part was not measured")?;
@@ -1286,28 +1417,34 @@ fn run(cfg: Config) -> Result<()> {
         return Ok(());
     }
 
-    // This run does not measure the scale and soak parts: sections 10 and 11 and their summary
+    // This run does not measure the scale and soak parts: sections 10 and 12 and their summary
     // rows of the file it replaces are kept as they are.
-    let mut kept = Section::default();
-    if let Ok(old) = std::fs::read_to_string(&out) {
-        let mut keep = false;
-        let mut in_summary = false;
-        for l in old.lines() {
-            if l.starts_with("## ") {
-                keep = l.starts_with("## 10. ") || l.starts_with("## 11. ");
-                in_summary = l == "## Summary";
-            }
-            if keep {
-                w!(kept.text, "{l}");
-            }
-            if in_summary && (l.starts_with("| 10. ") || l.starts_with("| 11. ")) {
-                w!(kept.summary, "{l}");
+    let kept_section = |number: &str| {
+        let mut kept = Section::default();
+        if let Ok(old) = std::fs::read_to_string(&out) {
+            let mut keep = false;
+            let mut in_summary = false;
+            for l in old.lines() {
+                if l.starts_with("## ") {
+                    keep = l.starts_with(&format!("## {number}. "));
+                    in_summary = l == "## Summary";
+                }
+                if keep {
+                    w!(kept.text, "{l}");
+                }
+                if in_summary && l.starts_with(&format!("| {number}. ")) {
+                    w!(kept.summary, "{l}");
+                }
             }
         }
-    }
+        kept
+    };
+    let kept = kept_section("10");
+    let kept_soak = kept_section("12");
     let main = main.context("sections 1 to 6 were not measured")?;
     let failover = failover.unwrap_or_default();
     let history = history.unwrap_or_default();
+    let volumes = volumes.unwrap_or_default();
 
     let mem_gib = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -1407,6 +1544,8 @@ fn run(cfg: Config) -> Result<()> {
     s += &failover.text;
     s += &history.text;
     s += &kept.text;
+    s += &volumes.text;
+    s += &kept_soak.text;
     w!(s, "## Summary");
     w!(s);
     w!(s, "| Case | Result | Target | Met |");
@@ -1415,6 +1554,8 @@ fn run(cfg: Config) -> Result<()> {
     s += &failover.summary;
     s += &history.summary;
     s += &kept.summary;
+    s += &volumes.summary;
+    s += &kept_soak.summary;
     write_file(&out, &s)?;
     log(format!("wrote {}", out.display()));
     drop(b);

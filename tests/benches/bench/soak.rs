@@ -1,4 +1,4 @@
-//! The soak part: section 11, a long chaos soak (issue 20) with the harness of the test
+//! The soak part: section 12, a long chaos soak (issue 20) with the harness of the test
 //! target `tests/tests/soak.rs` (`incus_standby_tests::soak`), the release build of the tools,
 //! 500 rounds (`INCUS_SOAK_ROUNDS` overrides; 20 with `--quick`).
 
@@ -19,13 +19,13 @@ pub fn run(b: &mut Bench) -> Result<Section> {
     };
     let (date, load_start) = (utc_now(), loadavg());
     log(format!(
-        "section 11: soak of {} rounds, seed {} (INCUS_SOAK_SEED={} replays it)",
+        "section 12: soak of {} rounds, seed {} (INCUS_SOAK_SEED={} replays it)",
         cfg.rounds, cfg.seed, cfg.seed
     ));
     let report = soak::run(&cfg);
     eprint!("{}", report.summary());
     let mut s = String::new();
-    w!(s, "## 11. Chaos soak");
+    w!(s, "## 12. Chaos soak");
     w!(s);
     w!(
         s,
@@ -93,7 +93,7 @@ pub fn run(b: &mut Bench) -> Result<Section> {
     let mut sum = String::new();
     w!(
         sum,
-        "| 11. chaos soak, {} rounds, seed {} | {} faults, {} violations, {} of the known bug | 500 rounds, 0 violations | {} |",
+        "| 12. chaos soak, {} rounds, seed {} | {} faults, {} violations, {} of the known bug | 500 rounds, 0 violations | {} |",
         report.rounds,
         report.seed,
         report.faults.values().sum::<usize>(),
