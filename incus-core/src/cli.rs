@@ -99,16 +99,32 @@ pub fn parse<A: clap::Parser>(tool: &'static str) -> Result<A, ExitCode> {
             }
             if !std::io::stdout().is_terminal() {
                 let output = Output::stdout(tool, Some(Format::Json));
-                let first = e.to_string();
-                let first = first.lines().next().unwrap_or("invalid arguments");
                 output.record_only_error(&format!(
                     "{}; see {tool} --help",
-                    first.trim_start_matches("error: ")
+                    usage_line(&e.to_string())
                 ));
                 output.finish(Outcome::Failed);
             }
             Err(ExitCode::from(2))
         }
+    }
+}
+
+/// clap's message as one line: its lines up to the usage, joined (a missing argument's name
+/// is on the line after "were not provided:").
+fn usage_line(message: &str) -> String {
+    let line = message
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:"))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let line = line.trim_start_matches("error: ").to_string();
+    if line.is_empty() {
+        "invalid arguments".to_string()
+    } else {
+        line
     }
 }
 
@@ -205,5 +221,19 @@ mod tests {
         assert_eq!(exit_status(Outcome::Ok, Outcome::Partial), 1);
         assert_eq!(exit_status(Outcome::Ok, Outcome::Failed), 1);
         assert_eq!(exit_status(Outcome::Failed, Outcome::Failed), 2);
+    }
+
+    #[test]
+    fn a_usage_error_keeps_the_names_of_missing_arguments() {
+        let clap_says = "error: the following required arguments were not provided:\n  --standby <REMOTE>\n\nUsage: incus-failover promote --standby <REMOTE> <TARGET>...\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_line(clap_says),
+            "the following required arguments were not provided: --standby <REMOTE>"
+        );
+        assert_eq!(
+            usage_line("error: unexpected argument '--to' found\n\nUsage: x"),
+            "unexpected argument '--to' found"
+        );
+        assert_eq!(usage_line(""), "invalid arguments");
     }
 }

@@ -250,12 +250,17 @@ impl Replicator<'_> {
             Start::ReplaceUnfinished => {
                 // A first copy that never finished: its snapshot records may lack their data.
                 self.settle(target, name)?;
-                instances::delete(target, name).map_err(|e| {
-                    Error::incus(
-                        format!("removing the unfinished replica {}:{name}", self.options.to),
-                        e,
-                    )
-                })
+                match instances::delete(target, name) {
+                    // Incus removed it itself: a migration that failed once the standby
+                    // answered again deletes the instance it was creating.
+                    Err(e) if e.is_not_found() => Ok(()),
+                    other => other.map_err(|e| {
+                        Error::incus(
+                            format!("removing the unfinished replica {}:{name}", self.options.to),
+                            e,
+                        )
+                    }),
+                }
             }
             Start::FreshCopy | Start::Refresh => Ok(()),
         }

@@ -460,15 +460,17 @@ impl Replicator<'_> {
         }
         let volume = &decision.volume;
         if decision.start == VolumeStart::CopyAgain {
-            volumes::delete(target, volume).map_err(|e| {
-                Error::incus(
-                    format!(
-                        "removing the unfinished volume copy {}:{volume}",
-                        self.options.to
-                    ),
-                    e,
-                )
-            })?;
+            volumes::delete(target, volume)
+                .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })
+                .map_err(|e| {
+                    Error::incus(
+                        format!(
+                            "removing the unfinished volume copy {}:{volume}",
+                            self.options.to
+                        ),
+                        e,
+                    )
+                })?;
         }
         // Marked as this source's, not synced: a cut first copy is known unfinished.
         let mut config = decision.config.clone();
