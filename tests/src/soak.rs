@@ -1370,13 +1370,29 @@ impl Soak {
             None if round >= self.next_promotion && round + 2 < last_usable => {
                 // A running instance on the dir pool (failback on btrfs is refused on Incus 6.0,
                 // and the push after it is not solved on 7.0: README).
-                let running: Vec<String> = self
-                    .names
-                    .iter()
-                    .zip(INSTANCES)
-                    .filter(|(_, (_, pool, r))| *r && *pool != "btrfs")
-                    .map(|(n, _)| n.clone())
-                    .collect();
+                // Only one with a finished replica: a promotion of one that has none yet (its
+                // first copies were cut by the faults) is refused, rightly, before anything
+                // changes; the promotion then waits for a later round.
+                let project = self.project.clone();
+                let running: Vec<String> =
+                    self.names
+                        .iter()
+                        .zip(INSTANCES)
+                        .filter(|(_, (_, pool, r))| *r && *pool != "btrfs")
+                        .map(|(n, _)| n.clone())
+                        .filter(|n| {
+                            query(&format!("standby:/1.0/instances/{n}?project={project}"))
+                                .is_ok_and(|v| {
+                                    v.get("config")
+                                        .and_then(|c| c.get("user.incus-standby.synced-at"))
+                                        .and_then(|t| t.as_str())
+                                        .is_some_and(|t| !t.is_empty())
+                                })
+                        })
+                        .collect();
+                if running.is_empty() {
+                    return;
+                }
                 let name = running[self.rng.range(0, running.len() as u64 - 1) as usize].clone();
                 let back_at = round + self.rng.range(1, 3) as usize;
                 self.promote(round, &name, back_at);
