@@ -39,6 +39,9 @@ cluster_here=true
 if $cluster_here; then step scripts/lab.sh up --cluster; else step scripts/lab.sh up; fi
 # Everything below sees the lab: INCUS_CONF, INCUS_DIR (the primary), INCUS_LAB_*.
 eval "$(scripts/lab.sh env)"
+# The short chaos soak replays one fault plan (the long one, scripts/bench.sh --only soak,
+# draws a new seed each run); INCUS_SOAK_SEED=S chooses another.
+export INCUS_SOAK_SEED=${INCUS_SOAK_SEED:-11852541490311503814}
 step cargo build --workspace --all-targets --features incus-core/failpoints
 if $cluster_here; then
     step cargo test --workspace --features incus-core/failpoints "$@"
