@@ -17,8 +17,8 @@ use serde_json::Value;
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Takes the file's lock (a panicking test poisons it; the next one goes on) and checks
-/// that the cluster lab runs. `None` when INCUS_TEST_SKIP_CLUSTER=1: scripts/test.sh runs
-/// the cluster tests on one LTS line only (on 6.0, where they take half the time).
+/// that the cluster lab runs. `None` when INCUS_TEST_SKIP_CLUSTER=1 (a run on a lab brought
+/// up without `--cluster`).
 fn cluster_lab() -> Option<std::sync::MutexGuard<'static, ()>> {
     if std::env::var_os("INCUS_TEST_SKIP_CLUSTER").is_some_and(|v| v == "1") {
         eprintln!("skipped: INCUS_TEST_SKIP_CLUSTER=1 (the cluster tests run on the other lab)");
