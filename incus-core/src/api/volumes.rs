@@ -235,19 +235,6 @@ pub fn put(
     Ok(())
 }
 
-/// Merges configuration keys (`""` deletes one).
-pub fn patch_config(
-    client: &Client,
-    volume: &VolumeRef,
-    config: &BTreeMap<String, String>,
-) -> Result<()> {
-    client.execute(
-        &Request::patch(volume.path(), json!({ "config": config })),
-        &WaitOptions::plain(),
-    )?;
-    Ok(())
-}
-
 /// Copies, on the same server and pool, the volume's current state (no snapshots) to a new
 /// volume `name` with this configuration (copy on write where the pool can).
 pub fn copy_local(
